@@ -1,0 +1,25 @@
+"""Errors cachelab raises on bad input. Each names the field, the value and what is allowed."""
+
+
+class CachelabError(Exception):
+    """Base class of cachelab's own errors."""
+
+
+class SiteError(CachelabError, ValueError):
+    """The denoiser's sites cannot be found or the given site patterns are wrong."""
+
+
+class PolicyError(CachelabError, ValueError):
+    """Unknown policy, bad policy parameters or a policy that cannot run on this model."""
+
+
+class TargetError(CachelabError, TypeError):
+    """The object given to :func:`cachelab.apply` is neither a module nor a pipeline."""
+
+
+class AlreadyAppliedError(CachelabError, RuntimeError):
+    """A model already carries cachelab hooks."""
+
+
+class LayoutError(CachelabError, ValueError):
+    """A tensor has a layout a policy cannot work on."""

@@ -1,0 +1,104 @@
+"""What cachelab knows about each diffusers transformer: block stacks, attention roles, block outputs.
+
+Roles are assigned by structure: the block list a module sits in and the attribute it is stored under in its
+block, never by loose matching on qualified names. (A loose pattern such as ``transformer_blocks`` also matches
+``temporal_transformer_blocks`` and gives Latte's temporal attention the spatial role.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """How to see one denoiser class.
+
+    Attributes:
+        stacks: groups of block-list attribute names in execution order. Lists in one group are interleaved
+            (layer *i* runs block *i* of each list in turn, as in Latte); groups run one after another.
+        roles: ``(block class name, attribute path) -> role`` for attention modules whose role the generic
+            rules would get wrong (joint attention that concatenates text inside its processor, temporal lists).
+        stack_roles: ``(stack name, attribute path) -> role``, for the same purpose keyed by block list.
+        block_outputs: ``block class name -> names of the forward arguments`` that each output of the block
+            updates, in output order (blocks that return ``(encoder_hidden_states, hidden_states)``).
+        unbatched_kwargs: denoiser keyword arguments with no batch dimension, never sliced per CFG branch.
+    """
+
+    stacks: tuple[tuple[str, ...], ...] = ()
+    roles: dict[tuple[str, str], str] = field(default_factory=dict)
+    stack_roles: dict[tuple[str, str], str] = field(default_factory=dict)
+    block_outputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    unbatched_kwargs: tuple[str, ...] = ()
+
+
+#: Arguments that never carry a batch dimension in any diffusers transformer.
+COMMON_UNBATCHED = (
+    "image_rotary_emb",
+    "rotary_emb",
+    "freqs_cis",
+    "img_ids",
+    "txt_ids",
+    "video_coords",
+    "position_ids",
+    "return_dict",
+    "joint_attention_kwargs",
+    "attention_kwargs",
+    "cross_attention_kwargs",
+    "rope_interpolation_scale",
+)
+
+_JOINT_FIRST = ("encoder_hidden_states", "hidden_states")
+_HIDDEN_FIRST = ("hidden_states", "encoder_hidden_states")
+
+ADAPTERS: dict[str, Adapter] = {
+    "LatteTransformer3DModel": Adapter(
+        stacks=(("transformer_blocks", "temporal_transformer_blocks"),),
+        stack_roles={("temporal_transformer_blocks", "attn1"): "attn.temporal"},
+    ),
+    "CogVideoXTransformer3DModel": Adapter(
+        stacks=(("transformer_blocks",),),
+        # attn1 concatenates the text tokens to the video tokens inside its processor.
+        roles={("CogVideoXBlock", "attn1"): "attn.joint"},
+        block_outputs={"CogVideoXBlock": _HIDDEN_FIRST},
+    ),
+    "PixArtTransformer2DModel": Adapter(stacks=(("transformer_blocks",),)),
+    "DiTTransformer2DModel": Adapter(stacks=(("transformer_blocks",),)),
+    "SD3Transformer2DModel": Adapter(
+        stacks=(("transformer_blocks",),),
+        roles={("JointTransformerBlock", "attn2"): "attn.spatial"},
+        block_outputs={"JointTransformerBlock": _JOINT_FIRST},
+    ),
+    "FluxTransformer2DModel": Adapter(
+        stacks=(("transformer_blocks",), ("single_transformer_blocks",)),
+        roles={("FluxSingleTransformerBlock", "attn"): "attn.joint"},
+        block_outputs={"FluxTransformerBlock": _JOINT_FIRST, "FluxSingleTransformerBlock": _JOINT_FIRST},
+    ),
+    "HunyuanVideoTransformer3DModel": Adapter(
+        stacks=(("transformer_blocks",), ("single_transformer_blocks",)),
+        roles={
+            ("HunyuanVideoSingleTransformerBlock", "attn"): "attn.joint",
+            ("HunyuanVideoTokenReplaceSingleTransformerBlock", "attn"): "attn.joint",
+        },
+        block_outputs={
+            "HunyuanVideoTransformerBlock": _HIDDEN_FIRST,
+            "HunyuanVideoSingleTransformerBlock": _HIDDEN_FIRST,
+            "HunyuanVideoTokenReplaceTransformerBlock": _HIDDEN_FIRST,
+            "HunyuanVideoTokenReplaceSingleTransformerBlock": _HIDDEN_FIRST,
+        },
+    ),
+    "WanTransformer3DModel": Adapter(stacks=(("blocks",),)),
+    "LTXVideoTransformer3DModel": Adapter(
+        stacks=(("transformer_blocks",),),
+        roles={("LTXVideoTransformerBlock", "attn2"): "attn.cross"},
+    ),
+    "MochiTransformer3DModel": Adapter(
+        stacks=(("transformer_blocks",),),
+        block_outputs={"MochiTransformerBlock": _HIDDEN_FIRST},
+    ),
+    "AllegroTransformer3DModel": Adapter(stacks=(("transformer_blocks",),)),
+}
+
+
+def adapter_for(model_class_name: str) -> Adapter | None:
+    return ADAPTERS.get(model_class_name)

@@ -1,0 +1,98 @@
+"""What a hook site is: one module of a denoiser with a role that policies select by."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Literal
+
+from torch import nn
+
+#: Every role a site can have. ``attn.spatial`` is self-attention over the tokens of a frame or over all
+#: video tokens at once (full 3-D attention); ``attn.temporal`` attends along time only; ``attn.cross``
+#: attends from visual tokens to text; ``attn.joint`` attends over concatenated text and visual tokens.
+ROLES = (
+    "denoiser",
+    "block",
+    "attn.spatial",
+    "attn.temporal",
+    "attn.cross",
+    "attn.joint",
+    "ffn",
+)
+ATTENTION_ROLES = ("attn.spatial", "attn.temporal", "attn.cross", "attn.joint")
+
+#: A role as a type, for policy configs (pydantic lists the allowed values in its errors).
+SiteRole = Literal[ROLES]
+
+
+@dataclass(eq=False)
+class Site:
+    """One hookable module.
+
+    Attributes:
+        name: the module's qualified name inside the denoiser (``""`` for the denoiser itself).
+        role: one of :data:`ROLES`.
+        module: the module whose ``forward`` gets wrapped.
+        layer: depth index of the transformer layer the site belongs to (``None`` for the denoiser). Sites of
+            Latte's spatial block *i* and temporal block *i* share layer *i*.
+        stack: name of the block list the site lives in (e.g. ``transformer_blocks``), ``""`` for the denoiser.
+        denoiser: name of the denoiser the site belongs to, for pipelines with several transformers.
+    """
+
+    name: str
+    role: str
+    module: nn.Module = field(repr=False)
+    layer: int | None = None
+    stack: str = ""
+    denoiser: str = "transformer"
+
+    @property
+    def kind(self) -> str:
+        return self.role
+
+    @property
+    def key(self) -> str:
+        """Unique name across denoisers, used in stats and plans."""
+        own = self.name or "<denoiser>"
+        return own if self.denoiser == "transformer" else f"{self.denoiser}:{own}"
+
+
+class SiteSet:
+    """The sites of one or more denoisers, in execution order within each block stack."""
+
+    def __init__(self, sites: Iterable[Site]):
+        self._sites = list(sites)
+
+    def __iter__(self) -> Iterator[Site]:
+        return iter(self._sites)
+
+    def __len__(self) -> int:
+        return len(self._sites)
+
+    def __getitem__(self, index: int) -> Site:
+        return self._sites[index]
+
+    def by_role(self, *roles: str) -> list[Site]:
+        unknown = [r for r in roles if r not in ROLES]
+        if unknown:
+            raise ValueError(f"unknown site role(s) {unknown}; allowed roles: {list(ROLES)}")
+        return [s for s in self._sites if s.role in roles]
+
+    def roles(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for site in self._sites:
+            counts[site.role] = counts.get(site.role, 0) + 1
+        return counts
+
+    def num_layers(self, denoiser: str | None = None) -> int:
+        layers = {s.layer for s in self._sites if s.layer is not None and (denoiser is None or s.denoiser == denoiser)}
+        return max(layers) + 1 if layers else 0
+
+    def table(self) -> str:
+        """A plain-text listing: one line per site."""
+        width = max((len(s.key) for s in self._sites), default=10)
+        lines = [f"{'site':<{width}}  {'role':<13}  layer  module"]
+        for s in self._sites:
+            layer = "-" if s.layer is None else str(s.layer)
+            lines.append(f"{s.key:<{width}}  {s.role:<13}  {layer:>5}  {type(s.module).__name__}")
+        return "\n".join(lines)

@@ -1,0 +1,196 @@
+"""CFG-Cache (FasterCache): skip the unconditional branch on most steps and rebuild it from the conditional one.
+
+On full steps both branches run and their difference ``delta = uncond - cond`` is stored. On cached steps only
+the conditional branch runs and ``uncond = IFFT(LF(cond) + a_low * LF(delta) + HF(cond) + a_high * HF(delta))``,
+with LF/HF a centred disk of radius ``min(H, W) // radius_divisor`` in the shifted per-frame 2-D spectrum.
+By linearity this equals ``cond + a_low * delta_LF + a_high * delta_HF`` in pixel space, which is how it is
+computed (one FFT of the delta instead of two, and none when ``a_low == a_high``). The weights ``a`` start at 1
+after each full step and are multiplied by ``low_freq_weight`` / ``high_freq_weight`` on every cached step
+inside their windows (``compound=True``, the reference behaviour) or set to them (``compound=False``).
+
+Works for CFG batched in one call (``[uncond, cond]``) and for CFG as two calls per step (conditional first).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from cachelab.errors import LayoutError, PolicyError
+from cachelab.hooks.history import tree_map
+from cachelab.models.adapters import COMMON_UNBATCHED
+from cachelab.policies.base import Policy, PolicyConfig, require_sites
+from cachelab.policies.registry import register_policy
+from cachelab.policies.schedule import Window, interval_compute
+
+Layout = Literal["auto", "BCHW", "BCFHW", "BFCHW", "flat"]
+
+
+class CfgCacheConfig(PolicyConfig):
+    interval: int = Field(5, ge=1, le=50, description="run both CFG branches every interval-th step in the window")
+    window: Window = Field(
+        Window(start=641, end=0, unit="timestep"), description="where the unconditional branch may be skipped"
+    )
+    low_freq_weight: float = Field(1.1, ge=0.0, le=3.0, description="a_low: boost of the low-frequency delta")
+    low_freq_window: Window = Field(
+        Window(start=901, end=99, unit="timestep"), description="steps where the low-frequency boost applies"
+    )
+    high_freq_weight: float = Field(1.1, ge=0.0, le=3.0, description="a_high: boost of the high-frequency delta")
+    high_freq_window: Window = Field(
+        Window(start=301, end=0, unit="timestep"), description="steps where the high-frequency boost applies"
+    )
+    compound: bool = Field(True, description="multiply the boost in on every cached step (reference) or apply it once")
+    radius_divisor: int = Field(5, ge=1, le=64, description="low frequencies: disk of radius min(H, W) // radius_divisor")
+    layout: Layout = Field(
+        "auto",
+        description="denoiser output layout; H, W are the last two dims. flat: no frequency split (token outputs)",
+    )
+
+
+def low_frequency_mask(height: int, width: int, radius_divisor: int, device=None) -> torch.Tensor:
+    """Boolean mask of the low frequencies in an ``fftshift``-ed (H, W) spectrum."""
+    radius = min(height, width) // radius_divisor
+    ys = torch.arange(height, device=device).view(-1, 1) - height // 2
+    xs = torch.arange(width, device=device).view(1, -1) - width // 2
+    return ys * ys + xs * xs <= radius * radius
+
+
+def split_frequencies(x: torch.Tensor, radius_divisor: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shifted spectra of the low and high frequencies of ``x`` over its last two dims (per frame)."""
+    spectrum = torch.fft.fftshift(torch.fft.fft2(x.float()), dim=(-2, -1))
+    mask = low_frequency_mask(x.shape[-2], x.shape[-1], radius_divisor, x.device)
+    return spectrum * mask, spectrum * ~mask
+
+
+def high_pass(x: torch.Tensor, radius_divisor: int) -> torch.Tensor:
+    """The high-frequency part of ``x`` in pixel space (float32)."""
+    _, high = split_frequencies(x, radius_divisor)
+    return torch.fft.ifft2(torch.fft.ifftshift(high, dim=(-2, -1))).real
+
+
+def rebuild_uncond(cond, delta, low_weight: float, high_weight: float, radius_divisor: int, split: bool):
+    """``cond + low_weight * LF(delta) + high_weight * HF(delta)`` in pixel space."""
+    if not split or low_weight == high_weight:
+        return cond + delta * low_weight
+    high = high_pass(delta, radius_divisor)
+    correction = delta.float() * low_weight + high * (high_weight - low_weight)
+    return cond + correction.to(cond.dtype)
+
+
+def sample_of(output: Any) -> torch.Tensor:
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    sample = getattr(output, "sample", None)
+    if isinstance(sample, torch.Tensor):
+        return sample
+    raise PolicyError(f"cfg_cache: cannot find the predicted sample in a denoiser output of type {type(output).__name__}")
+
+
+def with_sample(output: Any, sample: torch.Tensor) -> Any:
+    if isinstance(output, torch.Tensor):
+        return sample
+    if isinstance(output, (tuple, list)):
+        return type(output)([sample, *output[1:]])
+    return dataclasses.replace(output, sample=sample)
+
+
+@register_policy("cfg_cache")
+class CfgCache(Policy):
+    """Run the unconditional CFG branch every few steps only; rebuild it from the conditional one in between."""
+
+    Config = CfgCacheConfig
+    history = 1  # the stored delta
+
+    def select(self, sites):
+        return require_sites(self, sites, ("denoiser",))
+
+    def compute_at(self, site, ctx):
+        return interval_compute(ctx, self.config.window, self.config.interval)
+
+    def forward(self, site, call):
+        branches = call.ctx.branches
+        if branches == ("uncond", "cond"):
+            return self._batched(call)
+        if branches == ("cond",):
+            output = call.run()
+            call.state["cond"] = (call.ctx.step, output)
+            return output
+        if branches == ("uncond",):
+            return self._second_call(call)
+        return call.run()
+
+    # -- the two CFG styles ------------------------------------------------------------------------------------
+    def _full(self, call) -> bool:
+        return call.planned_compute() or "delta" not in call.state
+
+    def _batched(self, call):
+        state = call.state
+        if self._full(call):
+            output = call.run()
+            if call.should_store():
+                uncond, cond = sample_of(output).chunk(2)
+                self._store(state, uncond, cond)
+            return output
+        n = call.ctx.branch_size
+        args, kwargs = _cond_half(call.args, call.kwargs, 2 * n)
+        output = call.run(args, kwargs, branches=("cond",))
+        cond = sample_of(output)
+        uncond = self._rebuild(call, cond)
+        return with_sample(output, torch.cat([uncond, cond]))
+
+    def _second_call(self, call):
+        # Rebuilt from the step's first call; the formula is symmetric in which branch comes first.
+        state = call.state
+        step, first_output = state.get("cond", (None, None))
+        if step != call.ctx.step or self._full(call):
+            output = call.run()
+            if step == call.ctx.step and call.should_store():
+                self._store(state, sample_of(output), sample_of(first_output))
+            return output
+        return with_sample(first_output, self._rebuild(call, sample_of(first_output)))
+
+    # -- the math ----------------------------------------------------------------------------------------------
+    def _store(self, state: dict, uncond: torch.Tensor, cond: torch.Tensor) -> None:
+        self._check_layout(uncond)
+        state["delta"] = uncond - cond
+        state["scales"] = (1.0, 1.0)
+
+    def _check_layout(self, sample: torch.Tensor) -> None:
+        layout = self.config.layout
+        expected = {"BCHW": 4, "BCFHW": 5, "BFCHW": 5}.get(layout)
+        if layout == "flat":
+            return
+        if expected is None and sample.ndim in (4, 5):
+            return
+        if sample.ndim != expected:
+            raise LayoutError(
+                f"cfg_cache: one CFG branch of the denoiser output has shape {tuple(sample.shape)}, which layout={layout!r} cannot "
+                "split into frequencies: it needs (B, C, H, W), (B, C, F, H, W) or (B, F, C, H, W) with H, W last. "
+                "For token-sequence outputs (packed latents) pass layout='flat' (no frequency split: the whole "
+                "delta gets the low-frequency weight)."
+            )
+
+    def _rebuild(self, call, cond: torch.Tensor) -> torch.Tensor:
+        c, ctx, state = self.config, call.ctx, call.state
+        low = c.low_freq_weight if c.low_freq_window.contains(ctx) else 1.0
+        high = c.high_freq_weight if c.high_freq_window.contains(ctx) else 1.0
+        if c.compound:
+            low, high = state["scales"][0] * low, state["scales"][1] * high
+            state["scales"] = (low, high)
+        return rebuild_uncond(cond, state["delta"], low, high, c.radius_divisor, split=c.layout != "flat")
+
+
+def _cond_half(args: tuple, kwargs: dict, batch: int) -> tuple[tuple, dict]:
+    """The conditional half of every batched input ([uncond, cond] along dim 0)."""
+
+    def half(x: torch.Tensor) -> torch.Tensor:
+        return x[batch // 2 :] if x.ndim and x.shape[0] == batch else x
+
+    args = tuple(tree_map(half, a) for a in args)
+    kwargs = {k: (v if k in COMMON_UNBATCHED else tree_map(half, v)) for k, v in kwargs.items()}
+    return args, kwargs

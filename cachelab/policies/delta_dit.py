@@ -1,0 +1,136 @@
+"""Δ-DiT: cache the deviation a span of blocks adds, and add it to the span's fresh input at reuse steps.
+
+Front blocks shape outlines and rear blocks details, so before the boundary (outline stage) the rear span is
+cached and after it the front span; every ``interval``-th step computes everything. The span deviation is kept
+per block (``output - input`` of each block): adding each block's residual in turn equals adding the span's
+deviation, also across the reshapes and position embeddings a parent model applies between blocks (Latte).
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+from pydantic import Field, field_validator
+
+from cachelab.errors import PolicyError
+from cachelab.hooks.history import tree_map2
+from cachelab.models.adapters import ADAPTERS
+from cachelab.policies.base import Policy, PolicyConfig, require_sites
+from cachelab.policies.registry import register_policy
+from cachelab.policies.schedule import Unit
+
+import torch
+
+_BLOCK_OUTPUTS = {cls: names for adapter in ADAPTERS.values() for cls, names in adapter.block_outputs.items()}
+
+
+class DeltaDitConfig(PolicyConfig):
+    interval: int = Field(2, ge=1, le=50, description="full compute every interval-th step (N)")
+    span: Union[int, float] = Field(
+        0.25,
+        description="cached span N_c: a number of layers or a fraction of the layers",
+        json_schema_extra={"allowed": "int >= 1 (layers) or float in (0, 1) (fraction)"},
+    )
+    boundary: float = Field(0.6, ge=0, description="b: rear span cached before it, front span after it")
+    boundary_unit: Unit = Field("progress", description="unit of boundary: progress, step or timestep")
+
+    @field_validator("span")
+    @classmethod
+    def _check_span(cls, v):
+        if isinstance(v, bool) or (isinstance(v, int) and v < 1) or (isinstance(v, float) and not 0 < v < 1):
+            raise ValueError(f"span={v!r}: give a layer count (int >= 1) or a fraction of the layers (0 < span < 1)")
+        return v
+
+
+@register_policy("delta_dit")
+class DeltaDit(Policy):
+    """Cache block-span deviations: rear span before the boundary, front span after it."""
+
+    Config = DeltaDitConfig
+    history = 1
+
+    def select(self, sites):
+        blocks = require_sites(self, sites, ("block",))
+        self._layers: dict[str, int] = {}
+        for s in blocks:
+            self._layers[s.denoiser] = max(self._layers.get(s.denoiser, 0), s.layer + 1)
+        for denoiser, layers in self._layers.items():
+            if self.span_layers(layers) >= layers:
+                raise PolicyError(
+                    f"delta_dit span={self.config.span!r} covers all {layers} layers of {denoiser}; "
+                    f"the span must leave layers to compute (at most {layers - 1})"
+                )
+        return blocks
+
+    def span_layers(self, layers: int) -> int:
+        span = self.config.span
+        return span if isinstance(span, int) else max(1, round(span * layers))
+
+    @property
+    def needs_timesteps(self) -> bool:
+        return self.config.boundary_unit == "timestep"
+
+    def before_boundary(self, ctx) -> bool:
+        c = self.config
+        if c.boundary_unit == "progress":
+            return ctx.progress < c.boundary
+        if c.boundary_unit == "step":
+            return ctx.step < c.boundary
+        return ctx.timestep > c.boundary
+
+    def compute_at(self, site, ctx):
+        if ctx.step % self.config.interval == 0:
+            return True
+        layers = self._layers[site.denoiser]
+        span = self.span_layers(layers)
+        if self.before_boundary(ctx):
+            return site.layer < layers - span  # outline stage: the rear (detail) span is cached
+        return site.layer >= span  # detail stage: the front (outline) span is cached
+
+    def remember(self, site, call, output):
+        return tree_map2(torch.sub, output, block_inputs(site, call, output))
+
+    def reuse(self, site, call, cached):
+        inputs = block_inputs(site, call, cached[0])
+        return tree_map2(lambda residual, x: x + residual, cached[0], inputs)
+
+
+def block_inputs(site, call, output):
+    """The inputs each output of a block updates, in the output's structure."""
+    if isinstance(output, torch.Tensor):
+        return _input(call, "hidden_states", site)
+    names = _BLOCK_OUTPUTS.get(type(site.module).__name__)
+    if names is None:
+        names = _match_by_shape(site, call, output)
+    # outputs that are None (SD3's last block returns no text stream) have nothing to add to
+    return type(output)(None if out is None else _input(call, n, site) for out, n in zip(output, names))
+
+
+def _input(call, name, site):
+    value = call.argument(name)
+    if value is None and name == "hidden_states" and call.args:
+        value = call.args[0]
+    if not isinstance(value, torch.Tensor):
+        raise PolicyError(f"delta_dit: block {site.key} has no tensor input {name!r} to add its cached deviation to")
+    return value
+
+
+def _match_by_shape(site, call, output):
+    """Pair each output with the one input of the same shape (used for blocks no adapter describes)."""
+    names: list[str] = []
+    for out in output:
+        if out is None:
+            names.append("")
+            continue
+        hits = [
+            n
+            for n in ("hidden_states", "encoder_hidden_states")
+            if n not in names and isinstance(call.argument(n), torch.Tensor) and call.argument(n).shape == out.shape
+        ]
+        if len(hits) != 1:
+            raise PolicyError(
+                f"delta_dit: cannot tell which input each output of {type(site.module).__name__} ({site.key}) "
+                "updates; describe the block in cachelab.models.adapters (block_outputs)"
+            )
+        names.append(hits[0])
+    return tuple(names)

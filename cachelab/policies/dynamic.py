@@ -1,0 +1,53 @@
+"""Dynamic feature reuse (FasterCache): extrapolate a site's output from its two latest computed outputs.
+
+At a reuse step ``F = F_last + w * (F_last - F_prev)``; ``w`` is fixed or ramps linearly across the window.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from cachelab.hooks.history import tree_map2
+from cachelab.models.sites import SiteRole
+from cachelab.policies.base import Policy, PolicyConfig
+from cachelab.policies.registry import register_policy
+from cachelab.policies.schedule import Window, interval_compute
+
+
+class DynamicConfig(PolicyConfig):
+    roles: list[SiteRole] = Field(
+        default=["attn.spatial", "attn.temporal", "attn.joint"], min_length=1, description="site kinds to cache"
+    )
+    interval: int = Field(2, ge=1, le=50, description="compute every interval-th step in the window, extrapolate between")
+    window: Window = Field(Window(start=0.32, end=1.0), description="where extrapolation may happen (Latte: step 16 of 50 on)")
+    weight: float = Field(0.5, ge=0.0, le=2.0, description="extrapolation weight w at the window's start")
+    weight_end: float | None = Field(
+        None, ge=0.0, le=2.0, description="if set, w ramps linearly to this value at the window's end"
+    )
+
+
+@register_policy("dynamic")
+class Dynamic(Policy):
+    """Extrapolate skipped outputs from the two latest computed ones (FasterCache's dynamic feature reuse)."""
+
+    Config = DynamicConfig
+    history = 2  # F_last and F_prev
+
+    def compute_at(self, site, ctx):
+        return interval_compute(ctx, self.config.window, self.config.interval)
+
+    def weight(self, ctx) -> float:
+        c = self.config
+        if c.weight_end is None:
+            return c.weight
+        return c.weight + (c.weight_end - c.weight) * c.window.fraction(ctx)
+
+    def reuse(self, site, call, cached):
+        last, prev = cached
+        w = self.weight(call.ctx)
+        return tree_map2(lambda a, b: extrapolate(a, b, w), last, prev)
+
+
+def extrapolate(last, prev, w: float):
+    """``last + w * (last - prev)``, computed in one fused op."""
+    return last.lerp(prev, -w) if last.is_floating_point() else last + w * (last - prev)

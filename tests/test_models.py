@@ -1,0 +1,110 @@
+"""Site discovery and every policy on tiny configs of eleven diffusers transformers, called directly."""
+
+import pytest
+import torch
+
+import cachelab
+from cachelab.models.tiny import TINY_TRANSFORMERS
+
+# role counts each tiny config must show (layers per stack are in cachelab/models/tiny.py)
+EXPECTED_ROLES = {
+    "latte": {"block": 4, "attn.spatial": 2, "attn.temporal": 2, "attn.cross": 2, "ffn": 4},
+    "cogvideox": {"block": 2, "attn.joint": 2, "ffn": 2},
+    "pixart": {"block": 2, "attn.spatial": 2, "attn.cross": 2, "ffn": 2},
+    "dit": {"block": 2, "attn.spatial": 2, "ffn": 2},
+    "sd3": {"block": 2, "attn.joint": 2, "attn.spatial": 1, "ffn": 3},
+    "flux": {"block": 2, "attn.joint": 2, "ffn": 2},
+    "hunyuanvideo": {"block": 2, "attn.joint": 2, "ffn": 2},
+    "wan": {"block": 2, "attn.spatial": 2, "attn.cross": 2, "ffn": 2},
+    "ltx": {"block": 2, "attn.spatial": 2, "attn.cross": 2, "ffn": 2},
+    "mochi": {"block": 2, "attn.joint": 2, "ffn": 3},
+    "allegro": {"block": 2, "attn.spatial": 2, "attn.cross": 2, "ffn": 2},
+}
+TOKEN_OUTPUTS = {"flux", "ltx"}  # packed latents: cfg_cache needs layout="flat"
+
+STEPS = 8
+TIMESTEPS = torch.linspace(950, 50, STEPS).tolist()
+NEVER = {
+    "vanilla": {"interval": 1},
+    "dynamic": {"interval": 1},
+    "cfg_cache": {"interval": 1},
+    "pab": {"spatial_interval": 1, "temporal_interval": 1, "cross_interval": 1, "joint_interval": 1},
+    "delta_dit": {"interval": 1},
+    "fastercache": {"dynamic": {"interval": 1}, "cfg_cache": {"interval": 1}},
+}
+AGGRESSIVE = {  # reuse on most steps, everywhere, so every reuse path runs
+    "vanilla": {"interval": 2, "window": [0, 1]},
+    "dynamic": {"interval": 2, "window": [0, 1], "roles": ["attn.spatial", "attn.temporal", "attn.joint", "attn.cross"]},
+    "cfg_cache": {"interval": 2, "window": [0, 1]},
+    "pab": {"window": [0, 1], "mlp_interval": 2, "mlp_layers": 1},
+    "delta_dit": {"interval": 2, "span": 1},
+    "fastercache": {"dynamic": {"interval": 2, "window": [0, 1]}, "cfg_cache": {"interval": 2, "window": [0, 1]}},
+}
+
+
+@pytest.fixture(scope="module", params=sorted(TINY_TRANSFORMERS))
+def tiny(request):
+    spec = TINY_TRANSFORMERS[request.param]
+    return request.param, spec.build(), spec
+
+
+def run(model, spec, batch=2):
+    with torch.no_grad():
+        return [model(**spec.inputs(batch, t))[0] for t in TIMESTEPS]
+
+
+def test_sites_found_by_structure(tiny):
+    name, model, _ = tiny
+    sites = cachelab.find_sites(model)
+    roles = sites.roles()
+    assert roles.pop("denoiser") == 1
+    assert roles == EXPECTED_ROLES[name]
+    if name == "latte":  # diffusers' own PAB identifiers give these the spatial role
+        for site in sites.by_role("attn.temporal"):
+            assert site.name.startswith("temporal_transformer_blocks.") and site.name.endswith(".attn1")
+        assert all(s.name.startswith("transformer_blocks.") for s in sites.by_role("attn.spatial"))
+    if name in ("flux", "hunyuanvideo"):
+        stacks = [s.stack for s in sites.by_role("block")]
+        assert stacks == ["transformer_blocks", "single_transformer_blocks"]
+        assert [s.layer for s in sites.by_role("block")] == [0, 1]
+    if name == "hunyuanvideo":  # the text token refiner's attention is not a denoiser site
+        assert not any("refiner" in s.name for s in sites)
+
+
+@pytest.mark.parametrize("policy", sorted(NEVER))
+def test_every_policy_runs_and_never_reuse_is_identical(tiny, policy):
+    name, model, spec = tiny
+    if policy in ("dynamic", "fastercache") and not {"attn.spatial", "attn.temporal", "attn.joint"} & set(
+        EXPECTED_ROLES[name]
+    ):
+        pytest.skip("no self-attention sites")  # never reached with the eleven configs; kept for new entries
+    reference = run(model, spec)
+    extra = {"layout": "flat"} if name in TOKEN_OUTPUTS and policy == "cfg_cache" else {}
+    if name in TOKEN_OUTPUTS and policy == "fastercache":
+        extra = {"cfg_cache": {"layout": "flat"}}
+    params = {**NEVER[policy], **extra} if policy != "fastercache" else _merge(NEVER[policy], extra)
+    with cachelab.apply(model, policy, cfg="batched", num_steps=STEPS, **params):
+        assert all(torch.equal(a, b) for a, b in zip(run(model, spec), reference))
+    params = {**AGGRESSIVE[policy], **extra} if policy != "fastercache" else _merge(AGGRESSIVE[policy], extra)
+    with cachelab.apply(model, policy, cfg="batched", num_steps=STEPS, **params) as handle:
+        cached = run(model, spec)
+        stats = handle.stats()
+    assert all(torch.isfinite(c).all() for c in cached)
+    assert stats.computed_fraction < 1.0
+    assert not all(torch.equal(a, b) for a, b in zip(cached, reference))
+    assert all(torch.equal(a, b) for a, b in zip(run(model, spec), reference))  # removed
+
+
+def _merge(a, b):
+    out = {k: dict(v) for k, v in a.items()}
+    for k, v in b.items():
+        out.setdefault(k, {}).update(v)
+    return out
+
+
+def test_cfg_cache_refuses_token_outputs_without_flat_layout():
+    spec = TINY_TRANSFORMERS["flux"]
+    model = spec.build()
+    with cachelab.apply(model, "cfg_cache", cfg="batched", num_steps=STEPS, interval=2, window=[0, 1]):
+        with pytest.raises(cachelab.LayoutError, match=r"one CFG branch of the denoiser output has shape \(1, 16, 16\)"):
+            run(model, spec)
