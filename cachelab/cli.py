@@ -70,5 +70,204 @@ def policies(pattern: str) -> None:
         console.print(table)
 
 
+# -- models: run and bench ---------------------------------------------------------------------------------------
+def _device_option(fn):
+    return click.option("--device", default=None, help="cuda, cuda:1, cpu ... (default: cuda when available)")(fn)
+
+
+def _load_model(name: str, device: str | None):
+    from cachelab.models.registry import create_model
+
+    model = create_model(name, device=device)
+    if not model.trained:
+        console.print(f"[yellow]{name} has random weights: latency and MACs are real, quality numbers are meaningless.[/yellow]")
+    return model
+
+
+def _check_generation(model, steps: int, frames: int | None, size: int | None) -> None:
+    from cachelab.models.registry import ModelError
+
+    if not 1 <= steps <= 1000:
+        raise ModelError(f"--steps {steps}: give between 1 and 1000 sampling steps")
+    for option, value in (("frames", frames), ("size", size)):
+        fixed = model.limits.get(option)
+        if value is not None and fixed is not None and value != fixed:
+            raise ModelError(f"--{option} {value}: {model.name} generates {model.limits['frames']} frames of "
+                             f"{model.limits['size']}x{model.limits['size']} (its training size); omit --{option} or give {fixed}")
+        if value is not None and fixed is None:
+            raise ModelError(f"--{option}: {model.name} has a fixed generation size; omit --{option}")
+
+
+def _policy_from(policy: str | None, params: tuple[str, ...], config: str | None):
+    from cachelab.spec import resolve_policy
+
+    if policy and config:
+        raise click.UsageError("give --policy (with --param) or --config, not both")
+    if config:
+        if params:
+            raise click.UsageError("--param goes with --policy; edit the --config file instead")
+        return resolve_policy(config)
+    if policy:
+        return resolve_policy(policy, **parse_params(params))
+    if params:
+        raise click.UsageError("--param needs --policy")
+    return None
+
+
+@main.command()
+@click.option("--model", "model_name", required=True, help="a registered model (cachelab models)")
+@click.option("--prompt", required=True)
+@click.option("--policy", default=None, help="a policy name (cachelab policies); none = uncached")
+@click.option("--param", "params", multiple=True, help="policy parameter key=value (dotted keys for nested ones)")
+@click.option("--config", default=None, type=click.Path(), help="a policy YAML/JSON file (e.g. written by search)")
+@click.option("--out", required=True, type=click.Path(), help="video file to write: .gif or .mp4")
+@click.option("--steps", default=None, type=int, help="sampling steps (default: the model's)")
+@click.option("--guidance", default=None, type=float, help="guidance scale (default: the model's)")
+@click.option("--seed", default=0, type=int)
+@click.option("--frames", default=None, type=int, help="must match the model's frame count")
+@click.option("--size", default=None, type=int, help="must match the model's frame size")
+@click.option("--compare", is_flag=True, help="also run uncached: print speedup, PSNR and SSIM against it")
+@_device_option
+def run(model_name, prompt, policy, params, config, out, steps, guidance, seed, frames, size, compare, device):
+    """Generate one video with a policy and report latency and MACs."""
+    import time
+
+    import torch
+
+    from cachelab import media, metrics
+
+    chosen = _policy_from(policy, params, config)
+    media.check_writable(out, media.VIDEO_SUFFIXES)
+    model = _load_model(model_name, device)
+    steps = model.steps if steps is None else steps
+    guidance = model.guidance if guidance is None else guidance
+    _check_generation(model, steps, frames, size)
+    model.check_prompt(prompt)
+    dev = next(model.transformer.parameters()).device
+
+    def timed(fn):
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        start = time.perf_counter()
+        result = fn()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        return result, time.perf_counter() - start
+
+    stats = None
+    if chosen is not None:
+        with cachelab.apply(model.target, chosen, cfg=model.cfg) as handle:
+            video, latency = timed(lambda: model.generate([prompt], [seed], steps, guidance))
+            stats = handle.stats()
+    else:
+        video, latency = timed(lambda: model.generate([prompt], [seed], steps, guidance))
+    path = media.save_video(video[0], out)
+    label = chosen.name if chosen is not None and getattr(chosen, "name", "") else ("composition" if chosen else "uncached")
+    console.print(f"{model.name} | {label} | {steps} steps, guidance {guidance}, seed {seed}")
+    console.print(f"latency {latency:.3f} s on {dev}")
+    if stats is not None:
+        console.print(stats.table())
+    if compare and chosen is not None:
+        reference, base_latency = timed(lambda: model.generate([prompt], [seed], steps, guidance))
+        quality = metrics.compare_videos(video, reference)
+        console.print(f"uncached latency {base_latency:.3f} s -> speedup {base_latency / latency:.2f}x (one run each; "
+                      f"the uncached run came second)")
+        console.print(metrics.format_comparison(quality))
+    console.print(f"wrote {path}" + ("" if model.trained else " (three latent channels of a random-weight model)"))
+
+
+@main.command()
+@click.option("--model", "model_name", required=True, help="a registered model (cachelab models)")
+@click.option("--policies", default=None,
+              help="comma-separated policy names (default: every registered policy; 'none' for no policy rows)")
+@click.option("--steps", default=None, type=int, help="sampling steps (default: 50 on a GPU, 20 on the CPU)")
+@click.option("--prompts", "num_prompts", default=None, type=int, help="prompts (default: 16 on a GPU, 2 on the CPU)")
+@click.option("--guidance", default=None, type=float, help="guidance scale (default: the model's)")
+@click.option("--repeats", default=None, type=int, help="timed generations per case (default: 3 on a GPU, 1 on the CPU)")
+@click.option("--diffusers/--no-diffusers", "with_diffusers", default=False,
+              help="also time diffusers' own PAB and FasterCache at the same schedule as cachelab's")
+@click.option("--overhead/--no-overhead", default=True, help="include hooks that never reuse (framework overhead)")
+@click.option("--json", "json_path", default=None, type=click.Path(), help="write the full report as JSON")
+@click.option("--samples/--no-samples", default=True, help="write a side-by-side GIF of the first prompt")
+@click.option("--out-dir", default="bench-out", show_default=True, type=click.Path(),
+              help="where the markdown table and the side-by-side sample go")
+@_device_option
+def bench(model_name, policies, steps, num_prompts, guidance, repeats, with_diffusers, overhead, json_path, samples,
+          out_dir, device):
+    """Uncached baseline and every policy on the same prompts and seeds: cost, speed, memory and quality."""
+    from pathlib import Path
+
+    from cachelab import bench as benchmod
+    from cachelab import media
+
+    if policies is None:
+        names = cachelab.list_policies()
+    elif policies.strip().lower() == "none":
+        names = []
+    else:
+        names = [p.strip() for p in policies.split(",") if p.strip()]
+    for name in names:
+        cachelab.policy_class(name)  # unknown names fail before any work
+    model = _load_model(model_name, device)
+    on_gpu = next(model.transformer.parameters()).device.type == "cuda"
+    steps = (50 if on_gpu else 20) if steps is None else steps
+    num_prompts = (16 if on_gpu else 2) if num_prompts is None else num_prompts
+    repeats = repeats or (3 if on_gpu else 1)
+    guidance = model.guidance if guidance is None else guidance
+    _check_generation(model, steps, None, None)
+    if num_prompts < 1:
+        raise click.BadParameter("give at least one prompt", param_hint="--prompts")
+    cases = [benchmod.Case("uncached", "uncached")]
+    if overhead:
+        cases.append(benchmod.Case("hooks, never reuse", "cachelab", benchmod.NEVER_REUSE))
+    cases += benchmod.policy_cases(names)
+    if with_diffusers:
+        cases += benchmod.diffusers_cases(model)
+    prompts = model.prompts(num_prompts)
+    seeds = list(range(num_prompts))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sample_videos: dict[str, object] = {}
+
+    def keep_sample(result, videos):
+        sample_videos[result.name] = videos[0]
+
+    report = benchmod.run_bench(model, cases, prompts, seeds, steps, guidance, repeats,
+                                on_result=keep_sample if samples else None)
+    rows = benchmod.format_table(report)
+    table = Table(title=f"{model.name} on {report.device}: {steps} steps, guidance {guidance}, {num_prompts} prompts, "
+                        f"{repeats} timed run(s) per case", title_justify="left")
+    for column in rows[0]:
+        table.add_column(column, overflow="fold")
+    for row in rows[1:]:
+        table.add_row(*row)
+    console.print(table)
+    if not model.trained:
+        console.print("[yellow]random weights: PSNR/SSIM/prompt following are meaningless here[/yellow]")
+    (out / f"{model.name}.md").write_text(benchmod.markdown_table(report) + "\n")
+    written = [out / f"{model.name}.md"]
+    if json_path:
+        report.save_json(json_path)
+        written.append(Path(json_path))
+    if sample_videos:
+        written.append(media.side_by_side(sample_videos, out / f"{model.name}-sample.gif"))
+    console.print("wrote " + ", ".join(str(p) for p in written))
+
+
+@main.command()
+@click.argument("pattern", default="*")
+def models(pattern: str) -> None:
+    """List registered models."""
+    from cachelab.models.registry import list_models, model_entry
+
+    table = Table(title="cachelab models", title_justify="left")
+    for column in ("model", "weights", "description"):
+        table.add_column(column, overflow="fold")
+    for name in list_models(pattern):
+        entry = model_entry(name)
+        table.add_row(name, "trained" if entry.trained else "random (latency only)", entry.description)
+    console.print(table)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -252,6 +252,9 @@ class _DenoiserHook(ModuleHook):
                 out = self._dispatch(original, args, kwargs, ctx)
         finally:
             runtime.ctx = None
+        if runtime.track_cache:
+            held, needed = runtime.cache_bytes()
+            runtime.peak_cache = (max(runtime.peak_cache[0], held), max(runtime.peak_cache[1], needed))
         return out
 
     def _dispatch(self, original, args, kwargs, ctx):
@@ -308,6 +311,9 @@ class Runtime:
         self._profiles: dict[tuple, dict[str, float]] = {}
         self._profiling: dict[str, float] = {}
         self._reused_while_profiling = False
+        #: when True, the largest cache footprint seen at the end of any denoiser call is kept in peak_cache
+        self.track_cache = False
+        self.peak_cache = (0, 0)
         self._attached: list[nn.Module] = []
         self._denoiser_sites: dict[str, Site] = {}
         for site, controller in assignments:

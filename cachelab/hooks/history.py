@@ -89,7 +89,16 @@ class History:
             entries = self._by_branch.setdefault(branch, [])
             entries.append(entry)
             if len(entries) > self.depth:
-                del entries[0]
+                self._compact(entries.pop(0))
+
+    def _compact(self, entry: _Entry) -> None:
+        """An entry one branch no longer reads: keep only the slices other branches still read, in their own
+        storage, so a batched output is not kept alive whole for half of it."""
+        remaining = tuple(b for b in entry.branches if any(e is entry for e in self._by_branch.get(b, ())))
+        if remaining and remaining != entry.branches:
+            parts = [branch_slice(entry.value, entry.branches, b) for b in remaining]
+            entry.value = tree_map(torch.clone, parts[0]) if len(parts) == 1 else tree_cat(parts)
+            entry.branches = remaining
 
     def available(self, branches: tuple[str, ...]) -> int:
         return min((len(self._by_branch.get(b, ())) for b in branches), default=0)

@@ -17,7 +17,7 @@ class LoadError(CachelabError, OSError):
 
 def load_pipeline(
     name_or_path: str | os.PathLike,
-    torch_dtype: torch.dtype | None = None,
+    dtype: torch.dtype | None = None,
     device: str | torch.device | None = None,
     local_files_only: bool | None = None,
     **kwargs: Any,
@@ -35,10 +35,11 @@ def load_pipeline(
         raise LoadError(f"{str(path)!r} is a directory but not a diffusers pipeline (no model_index.json in it)")
     if local_files_only is None:
         local_files_only = is_local or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    if dtype is not None:
+        # diffusers 0.42 renamed torch_dtype to dtype
+        kwargs["dtype" if _diffusers_at_least("0.42") else "torch_dtype"] = dtype
     try:
-        pipe = DiffusionPipeline.from_pretrained(
-            str(name_or_path), torch_dtype=torch_dtype, local_files_only=local_files_only, **kwargs
-        )
+        pipe = DiffusionPipeline.from_pretrained(str(name_or_path), local_files_only=local_files_only, **kwargs)
     except (OSError, ValueError) as exc:
         where = "directory" if is_local else "hub id (no local copy found; this machine may be offline)"
         raise LoadError(f"cannot load a diffusers pipeline from {str(name_or_path)!r} as a {where}: {exc}") from exc
@@ -46,3 +47,10 @@ def load_pipeline(
         pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _diffusers_at_least(version: str) -> bool:
+    import diffusers
+    from packaging.version import Version
+
+    return Version(diffusers.__version__) >= Version(version)

@@ -24,6 +24,11 @@ class DynamicConfig(PolicyConfig):
     weight_end: float | None = Field(
         None, ge=0.0, le=2.0, description="if set, w ramps linearly to this value at the window's end"
     )
+    only_when_uncond_skipped: bool = Field(
+        False,
+        description="extrapolate only on steps where CFG-Cache skips the unconditional branch (diffusers' "
+        "FasterCache does this; batched CFG only)",
+    )
 
 
 @register_policy("dynamic")
@@ -33,7 +38,14 @@ class Dynamic(Policy):
     Config = DynamicConfig
     history = 2  # F_last and F_prev
 
+    @property
+    def static(self) -> bool:
+        # coupled to CFG-Cache, the decision reads which branches a call holds: known only while running
+        return not self.config.only_when_uncond_skipped
+
     def compute_at(self, site, ctx):
+        if self.config.only_when_uncond_skipped and ctx.branches != ("cond",):
+            return True
         return interval_compute(ctx, self.config.window, self.config.interval)
 
     def weight(self, ctx) -> float:

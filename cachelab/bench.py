@@ -1,0 +1,330 @@
+"""``cachelab bench``: the uncached baseline and cache policies on the same prompts and seeds, measured alike.
+
+Per case: MACs and ideal speedup (from cachelab's counts), latency (synchronised wall clock of whole
+generations after a warm-up; median of the timed runs), measured speedup against the baseline of the same run,
+peak device memory, the cache's own bytes (held vs what the policy must keep), quality against the uncached
+videos (PSNR, SSIM, LPIPS when its weights are present) and, for the bundled models, prompt following.
+
+Diffusers' own ``PyramidAttentionBroadcastConfig`` and ``FasterCacheConfig`` can run beside cachelab's policies at
+the same schedule (``diffusers_cases``), so speeds compare side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+import cachelab
+from cachelab import metrics
+from cachelab.models.registry import VideoModel
+from cachelab.spec import policy_to_dict, resolve_policy
+
+NEVER_REUSE = {"policy": "fastercache", "dynamic": {"interval": 1}, "cfg_cache": {"interval": 1}}
+
+
+@dataclass
+class Case:
+    """One row of a bench: ``kind`` is ``uncached``, ``cachelab`` or ``diffusers``.
+
+    ``policy`` is a cachelab policy spec; for diffusers rows, ``diffusers_config`` builds diffusers' config for a
+    model and ``policy`` holds the cachelab spec with the same schedule (its plan gives the row's MACs).
+    """
+
+    name: str
+    kind: str = "cachelab"
+    policy: Any = None
+    diffusers_config: Callable[[VideoModel, Callable], Any] | None = None
+
+
+@dataclass
+class CaseResult:
+    name: str
+    kind: str
+    policy: Any
+    latency_s: float
+    latencies_s: list[float]
+    speedup: float | None = None
+    total_macs: float | None = None
+    computed_macs: float | None = None
+    computed_fraction: float | None = None
+    ideal_speedup: float | None = None
+    realised_of_ideal: float | None = None
+    peak_memory_bytes: int | None = None
+    cache_bytes_held: int | None = None
+    cache_bytes_needed: int | None = None
+    psnr: float | None = None
+    psnr_identical: int | None = None
+    ssim: float | None = None
+    lpips: float | None = None
+    lpips_reason: str | None = None
+    prompt_following: dict | None = None
+    error: str | None = None
+
+
+@dataclass
+class BenchReport:
+    model: str
+    trained: bool
+    device: str
+    steps: int
+    guidance: float
+    prompts: list[str]
+    seeds: list[int]
+    repeats: int
+    results: list[CaseResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save_json(self, path) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=1, default=str)
+
+
+def policy_cases(names: list[str]) -> list[Case]:
+    return [Case(name=n, policy=n) for n in names]
+
+
+def diffusers_cases(model: VideoModel) -> list[Case]:
+    """diffusers' PAB and FasterCache with the settings of diffusers' docs, each beside cachelab's policy at the same
+    schedule. diffusers' PAB identifiers also match Latte's temporal blocks (they get the spatial interval), and its
+    FasterCache extrapolates attention only on steps where the unconditional branch is skipped; the cachelab
+    configs reproduce both, so the two rows of a pair do the same work."""
+    latte = model.tensor_format == "BCFHW" and "latte" in type(model.transformer).__name__.lower()
+    pab_same = {
+        "policy": "pab",
+        "spatial_interval": 2,
+        "temporal_interval": 2 if latte else 1,
+        "cross_interval": 1,
+        "joint_interval": 2,
+        "window": [799, 101, "timestep"],  # diffusers' ranges exclude their ends: (100, 800) on integer timesteps
+    }
+    self_attention = ["attn.spatial", "attn.temporal", "attn.joint"]
+    fastercache_same = {
+        "policy": "fastercache",
+        "dynamic": {
+            "roles": self_attention,
+            "interval": 2,
+            "window": [680, 0, "timestep"],
+            "weight": 0.3,
+            "only_when_uncond_skipped": True,
+        },
+        "cfg_cache": {
+            "interval": 5,
+            "window": [640, 0, "timestep"],
+            "low_freq_weight": 1.1,
+            "low_freq_window": [640, 100, "timestep"],
+            "high_freq_weight": 1.1,
+            "high_freq_window": [300, 0, "timestep"],
+        },
+    }
+
+    def pab_config(model, timestep):
+        from diffusers import PyramidAttentionBroadcastConfig
+
+        return PyramidAttentionBroadcastConfig(
+            spatial_attention_block_skip_range=2,
+            spatial_attention_timestep_skip_range=(100, 800),
+            current_timestep_callback=timestep,
+        )
+
+    def fastercache_config(model, timestep):
+        from diffusers import FasterCacheConfig
+
+        return FasterCacheConfig(
+            spatial_attention_block_skip_range=2,
+            spatial_attention_timestep_skip_range=(-1, 681),
+            low_frequency_weight_update_timestep_range=(99, 641),
+            high_frequency_weight_update_timestep_range=(-1, 301),
+            spatial_attention_block_identifiers=["transformer_blocks"],
+            attention_weight_callback=lambda _: 0.3,
+            tensor_format=model.tensor_format,
+            current_timestep_callback=timestep,
+        )
+
+    return [
+        Case("pab (diffusers schedule)", "cachelab", pab_same),
+        Case("diffusers PAB", "diffusers", pab_same, pab_config),
+        Case("fastercache (diffusers schedule)", "cachelab", fastercache_same),
+        Case("diffusers FasterCache", "diffusers", fastercache_same, fastercache_config),
+    ]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextmanager
+def _attached(model: VideoModel, case: Case):
+    """Attach the case's caching to the model for the duration of the block; yields the cachelab handle or None."""
+    if case.kind == "uncached":
+        yield None
+        return
+    if case.kind == "cachelab":
+        with cachelab.apply(model.target, case.policy, cfg=model.cfg) as handle:
+            yield handle
+        return
+    # diffusers' hooks read the current timestep through a callback: capture it from the transformer's input
+    seen: dict[str, Any] = {}
+
+    def remember(module, args, kwargs):
+        t = kwargs.get("timestep")
+        seen["t"] = t.reshape(-1)[0] if isinstance(t, torch.Tensor) else t
+
+    pre = model.transformer.register_forward_pre_hook(remember, with_kwargs=True)
+    model.transformer.enable_cache(case.diffusers_config(model, lambda: seen["t"]))
+    try:
+        yield None
+    finally:
+        model.transformer.disable_cache()
+        pre.remove()
+
+
+def run_bench(
+    model: VideoModel,
+    cases: list[Case],
+    prompts: list[str],
+    seeds: list[int],
+    steps: int,
+    guidance: float,
+    repeats: int = 1,
+    warmup_steps: int = 2,
+    on_result: Callable[[CaseResult, torch.Tensor], None] | None = None,
+    progress: bool = True,
+) -> BenchReport:
+    """Run every case on the same prompts and seeds; the first case must be the uncached baseline."""
+    if not cases or cases[0].kind != "uncached":
+        cases = [Case("uncached", "uncached")] + [c for c in cases if c.kind != "uncached"]
+    device = next(model.transformer.parameters()).device
+    report = BenchReport(model.name, model.trained, _device_name(device), steps, guidance, list(prompts), list(seeds), repeats)
+    reference = None
+    baseline_latency = None
+    bar = tqdm(cases, desc=f"bench {model.name}", disable=not progress)
+    for case in bar:
+        bar.set_postfix_str(case.name)
+        with _attached(model, case) as handle:
+            model.generate(prompts, seeds, warmup_steps, guidance)  # allocations, kernels, MAC profiling
+            if handle is not None:
+                handle.runtime.track_cache = True
+                handle.runtime.peak_cache = (0, 0)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            _sync(device)
+            start = time.perf_counter()
+            videos = model.generate(prompts, seeds, steps, guidance)
+            _sync(device)
+            times = [time.perf_counter() - start]
+            peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+            stats = handle.stats() if handle is not None else None
+            cache = handle.runtime.peak_cache if handle is not None else None
+            if handle is not None:
+                handle.runtime.track_cache = False
+            for _ in range(repeats - 1):
+                _sync(device)
+                start = time.perf_counter()
+                model.generate(prompts, seeds, steps, guidance)
+                _sync(device)
+                times.append(time.perf_counter() - start)
+        latency = statistics.median(times[1:]) if len(times) > 1 else times[0]
+        result = CaseResult(case.name, case.kind, _policy_repr(case.policy), latency, times, peak_memory_bytes=peak)
+        if stats is not None:
+            result.total_macs = stats.total_macs
+            result.computed_macs = stats.computed_macs
+            result.computed_fraction = stats.computed_fraction
+            result.ideal_speedup = stats.ideal_speedup
+        if cache is not None:
+            result.cache_bytes_held, result.cache_bytes_needed = cache
+        if case.kind == "diffusers":  # same schedule as the cachelab row with this policy: same counts
+            twin = next((r for r in report.results if r.kind == "cachelab" and r.policy == result.policy), None)
+            if twin is not None:
+                result.total_macs, result.computed_macs = twin.total_macs, twin.computed_macs
+                result.computed_fraction, result.ideal_speedup = twin.computed_fraction, twin.ideal_speedup
+        if case.kind == "uncached":
+            reference, baseline_latency = videos, latency
+            result.speedup = 1.0
+        else:
+            result.speedup = baseline_latency / latency
+            if result.ideal_speedup:
+                result.realised_of_ideal = result.speedup / result.ideal_speedup
+            quality = metrics.compare_videos(videos, reference)
+            result.psnr, result.psnr_identical = quality["psnr_mean"], quality["psnr_identical"]
+            result.ssim, result.lpips, result.lpips_reason = quality["ssim_mean"], quality["lpips_mean"], quality["lpips_reason"]
+        if model.prompt_following is not None:
+            result.prompt_following = model.prompt_following(videos, prompts)
+        report.results.append(result)
+        if on_result is not None:
+            on_result(result, videos)
+    return report
+
+
+def _policy_repr(policy):
+    if policy is None:
+        return None
+    if isinstance(policy, (str, dict, list)):
+        return policy_to_dict(resolve_policy(policy))
+    return policy_to_dict(policy)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def format_table(report: BenchReport) -> list[list[str]]:
+    """Rows of strings for the report table (header first)."""
+    header = ["case", "GMACs", "ideal", "latency s", "speedup", "of ideal", "peak mem", "cache held/needed",
+              "PSNR dB", "SSIM", "LPIPS"]
+    pf_keys = ["colour", "shape", "motion"] if any(r.prompt_following for r in report.results) else []
+    header += pf_keys
+    rows = [header]
+    for r in report.results:
+        row = [
+            r.name,
+            _num(r.computed_macs, 1e-9, "{:.2f}"),
+            _num(r.ideal_speedup, 1, "{:.2f}x"),
+            f"{r.latency_s:.3f}",
+            _num(r.speedup, 1, "{:.2f}x"),
+            _num(r.realised_of_ideal, 100, "{:.1f}%"),
+            _bytes(r.peak_memory_bytes),
+            "-" if r.cache_bytes_held is None else f"{_bytes(r.cache_bytes_held)}/{_bytes(r.cache_bytes_needed)}",
+            "-" if r.kind == "uncached" else ("identical" if r.psnr is None and r.psnr_identical else _num(r.psnr, 1, "{:.2f}")),
+            "-" if r.kind == "uncached" else _num(r.ssim, 1, "{:.4f}"),
+            "-" if r.kind == "uncached" else ("unavailable" if r.lpips is None else f"{r.lpips:.4f}"),
+        ]
+        row += [_num((r.prompt_following or {}).get(k), 1, "{:.2f}") for k in pf_keys]
+        rows.append(row)
+    return rows
+
+
+def markdown_table(report: BenchReport) -> str:
+    rows = format_table(report)
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    return "\n".join(lines)
+
+
+def _num(value, scale, fmt) -> str:
+    if value is None or value != value:
+        return "-"
+    return fmt.format(value * scale)
+
+
+def _bytes(n) -> str:
+    if n is None:
+        return "n/a"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)

@@ -1,0 +1,277 @@
+"""The two small text-to-video DiTs cachelab ships: their configs, text encoder and diffusers pipelines.
+
+Both models work in pixel space on 16 frames of 32x32 RGB in [-1, 1] (:mod:`cachelab.models.shapes`), inside
+diffusers' own pipelines (``LattePipeline``, ``CogVideoXPipeline``). Pixel space means the pipeline's latents
+*are* the frames: generate with ``output_type="latent"``. The VAE component is a one-block
+``AutoencoderKL``/``AutoencoderKLCogVideoX`` whose config gives the pipelines scale factors of 1; it is never
+run, and decoding through it would be meaningless.
+
+The text encoder is shared: one tiny ``T5EncoderModel`` with fixed random weights (seed 0) over the shapes
+vocabulary; the DiTs learn to read its embeddings through their own caption projections. Both models are
+trained with v-prediction on the cosine (``squaredcos_cap_v2``) schedule and sampled with DDIM, trailing
+spacing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cachelab.models import shapes
+
+#: Where the trained pipelines live in the package (one diffusers pipeline directory each).
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+FRAMES = 16
+SIZE = 32
+TEXT_DIM = 64
+#: prompt tokens: "a <colour> <shape> moving <direction>" + "</s>", padded
+TEXT_LEN = 8
+
+TINY_LATTE_CONFIG: dict[str, Any] = dict(
+    num_attention_heads=6,
+    attention_head_dim=32,
+    in_channels=3,
+    out_channels=6,  # the Latte pipeline drops the second half (its learned-variance slot)
+    num_layers=6,
+    cross_attention_dim=192,
+    attention_bias=True,
+    sample_size=SIZE,
+    patch_size=4,
+    activation_fn="gelu-approximate",
+    num_embeds_ada_norm=1000,
+    norm_type="ada_norm_single",
+    norm_elementwise_affine=False,
+    norm_eps=1e-6,
+    caption_channels=TEXT_DIM,
+    video_length=FRAMES,
+)
+
+TINY_COGVIDEOX_CONFIG: dict[str, Any] = dict(
+    num_attention_heads=6,
+    attention_head_dim=32,
+    in_channels=3,
+    out_channels=3,
+    time_embed_dim=192,
+    text_embed_dim=TEXT_DIM,
+    num_layers=6,
+    sample_width=SIZE,
+    sample_height=SIZE,
+    sample_frames=FRAMES,
+    patch_size=4,
+    temporal_compression_ratio=1,
+    max_text_seq_length=TEXT_LEN,
+    activation_fn="gelu-approximate",
+    use_rotary_positional_embeddings=False,
+)
+
+SCHEDULER_CONFIG: dict[str, Any] = dict(
+    num_train_timesteps=1000,
+    beta_schedule="squaredcos_cap_v2",
+    prediction_type="v_prediction",
+    timestep_spacing="trailing",
+    clip_sample=False,
+    set_alpha_to_one=True,
+)
+
+def call_kwargs(pipe, kind: str) -> dict[str, Any]:
+    """Pipeline call arguments that fit the transformer's config (frames, size, text length; latents out)."""
+    c = pipe.transformer.config
+    if kind == "latte":
+        return dict(height=c.sample_size, width=c.sample_size, video_length=c.video_length, clean_caption=False, output_type="latent")
+    return dict(
+        height=c.sample_height,
+        width=c.sample_width,
+        num_frames=c.sample_frames,
+        max_sequence_length=c.max_text_seq_length,
+        output_type="latent",
+    )
+
+
+def text_components(seed: int = 0):
+    """(tokenizer, text encoder) shared by both bundled models: word-level, frozen random T5 of width 64."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+    vocab = {word: i for i, word in enumerate(shapes.VOCABULARY)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", vocab["</s>"])])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512
+    )
+    config = T5Config(
+        vocab_size=len(vocab),
+        d_model=TEXT_DIM,
+        d_kv=16,
+        d_ff=128,
+        num_layers=1,
+        num_heads=4,
+        dropout_rate=0.0,
+        pad_token_id=vocab["<pad>"],
+        eos_token_id=vocab["</s>"],
+        decoder_start_token_id=vocab["<pad>"],
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        encoder = T5EncoderModel(config).eval().requires_grad_(False)
+    return tokenizer, encoder
+
+
+def new_transformer(kind: str, config_overrides: dict | None = None):
+    """A freshly initialised transformer for training: xavier linears, zeroed output projections."""
+    from diffusers import CogVideoXTransformer3DModel, LatteTransformer3DModel
+
+    if kind == "latte":
+        model = LatteTransformer3DModel(**{**TINY_LATTE_CONFIG, **(config_overrides or {})})
+    elif kind == "cogvideox":
+        model = CogVideoXTransformer3DModel(**{**TINY_COGVIDEOX_CONFIG, **(config_overrides or {})})
+    else:
+        raise ValueError(f"unknown bundled model kind {kind!r}; expected 'latte' or 'cogvideox'")
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+    # every block starts close to the identity and the model predicts zeros (PixArt / Latte / DiT practice)
+    zero = [model.proj_out]
+    if kind == "latte":
+        zero += [block.attn2.to_out[0] for block in model.transformer_blocks]
+    for module in zero:
+        torch.nn.init.zeros_(module.weight)
+        if module.bias is not None:
+            torch.nn.init.zeros_(module.bias)
+    return model
+
+
+def _placeholder_vae(kind: str):
+    from diffusers import AutoencoderKL, AutoencoderKLCogVideoX
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        if kind == "latte":
+            return AutoencoderKL(
+                in_channels=3,
+                out_channels=3,
+                down_block_types=("DownEncoderBlock2D",),
+                up_block_types=("UpDecoderBlock2D",),
+                block_out_channels=(8,),
+                layers_per_block=1,
+                latent_channels=3,
+                norm_num_groups=4,
+                sample_size=SIZE,
+            )
+        return AutoencoderKLCogVideoX(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("CogVideoXDownBlock3D",),
+            up_block_types=("CogVideoXUpBlock3D",),
+            block_out_channels=(8,),
+            latent_channels=3,
+            layers_per_block=1,
+            norm_num_groups=4,
+            temporal_compression_ratio=1,
+            sample_height=SIZE,
+            sample_width=SIZE,
+        )
+
+
+def scheduler_for(kind: str):
+    from diffusers import CogVideoXDDIMScheduler, DDIMScheduler
+
+    if kind == "cogvideox":
+        return CogVideoXDDIMScheduler(**SCHEDULER_CONFIG, snr_shift_scale=1.0)
+    return DDIMScheduler(**SCHEDULER_CONFIG)
+
+
+def build_pipeline(kind: str, transformer=None):
+    """A diffusers pipeline around a bundled transformer (fresh from :func:`new_transformer` if not given)."""
+    from diffusers import CogVideoXPipeline, LattePipeline
+
+    tokenizer, text_encoder = text_components()
+    transformer = transformer if transformer is not None else new_transformer(kind)
+    cls = LattePipeline if kind == "latte" else CogVideoXPipeline
+    pipe = cls(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=_placeholder_vae(kind),
+        transformer=transformer,
+        scheduler=scheduler_for(kind),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def prompt_embeddings(pipe, kind: str, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prompt embeddings (N, L, D), unconditional embedding (L, D)) exactly as the pipeline computes them."""
+    conds, uncond = [], None
+    with torch.no_grad():
+        for prompt in prompts:
+            if kind == "latte":
+                cond, neg = pipe.encode_prompt(prompt, negative_prompt="", do_classifier_free_guidance=True, clean_caption=False)
+            else:
+                cond, neg = pipe.encode_prompt(prompt, negative_prompt="", do_classifier_free_guidance=True, max_sequence_length=TEXT_LEN)
+            conds.append(cond[0])
+            uncond = neg[0]
+    return torch.stack(conds), uncond
+
+
+def frames_of(kind: str, latents: torch.Tensor) -> torch.Tensor:
+    """Pipeline latents -> videos (B, F, 3, H, W) in [-1, 1] (Latte's latents are (B, C, F, H, W))."""
+    return latents.transpose(1, 2) if kind == "latte" else latents
+
+
+def to_model_layout(kind: str, videos: torch.Tensor) -> torch.Tensor:
+    """Videos (B, F, 3, H, W) -> the transformer's input layout."""
+    return videos.transpose(1, 2) if kind == "latte" else videos
+
+
+def video_model(kind: str, name: str, device: torch.device, dtype: torch.dtype | None = None):
+    """The bundled pipeline ``name`` (trained weights in the package) as a :class:`VideoModel`."""
+    from cachelab.models.evaluate import eval_prompts, generate_frames
+    from cachelab.models.pipeline import load_pipeline
+    from cachelab.models.registry import ModelError, VideoModel
+
+    pipe = load_pipeline(WEIGHTS_DIR / name, dtype=dtype or torch.float32, device=device)
+
+    def check_prompt(prompt: str) -> None:
+        try:
+            shapes.parse_prompt(prompt)
+        except ValueError as exc:
+            raise ModelError(f"{name}: {exc}") from None
+
+    def generate(prompts, seeds, steps, guidance):
+        for prompt in prompts:
+            check_prompt(prompt)
+        return ((generate_frames(pipe, kind, list(prompts), list(seeds), steps, guidance) + 1) / 2).clamp(0, 1)
+
+    def prompt_following(videos, prompts):
+        return shapes.check_videos(videos * 2 - 1, list(prompts))
+
+    return VideoModel(
+        name=name,
+        target=pipe,
+        generate=generate,
+        trained=True,
+        steps=50,
+        guidance=DEFAULT_GUIDANCE[kind],
+        cfg="batched",
+        prompts=eval_prompts,
+        transformer=pipe.transformer,
+        tensor_format="BCFHW" if kind == "latte" else "BFCHW",
+        description=MODEL_DESCRIPTIONS[name],
+        check_prompt=check_prompt,
+        prompt_following=prompt_following,
+        limits={"frames": FRAMES, "size": SIZE},
+    )
+
+
+#: Guidance scale each bundled model ships with (chosen from its prompt-following at 1.5, 3 and 5).
+DEFAULT_GUIDANCE = {"latte": 1.5, "cogvideox": 3.0}
+MODEL_DESCRIPTIONS = {
+    "tiny-latte": "trained LatteTransformer3DModel, 6.6M params: spatial, temporal and cross attention (16x32x32)",
+    "tiny-cogvideox": "trained CogVideoXTransformer3DModel, 5.5M params: joint text-video attention (16x32x32)",
+}

@@ -1,0 +1,7 @@
+from cachelab.models.bundled import MODEL_DESCRIPTIONS, video_model
+from cachelab.models.registry import register_model
+
+
+@register_model("tiny-cogvideox", MODEL_DESCRIPTIONS["tiny-cogvideox"], trained=True)
+def tiny_cogvideox(device, dtype=None):
+    return video_model("cogvideox", "tiny-cogvideox", device, dtype)
