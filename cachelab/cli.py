@@ -252,6 +252,9 @@ def bench(model_name, policies, steps, num_prompts, guidance, repeats, with_diff
     if sample_videos:
         written.append(media.side_by_side(sample_videos, out / f"{model.name}-sample.gif"))
     console.print("wrote " + ", ".join(str(p) for p in written))
+    broken = [r.name for r in report.results if r.error and r.kind != "diffusers"]
+    if broken:
+        raise click.ClickException(f"cases failed: {', '.join(broken)} (see the table)")
 
 
 @main.command()
@@ -267,6 +270,63 @@ def models(pattern: str) -> None:
         entry = model_entry(name)
         table.add_row(name, "trained" if entry.trained else "random (latency only)", entry.description)
     console.print(table)
+
+
+# ------------------------------------------------------------------------------------------------ cachelab search
+
+
+@main.command()
+@click.option("--model", default="tiny-latte", show_default=True, help="registered model name")
+@click.option("--policy", "policy", multiple=True, metavar="NAME",
+              help="policy to tune [default: fastercache]; compose with + or by repeating: --policy pab+cfg_cache")
+@click.option("--trials", type=int, default=40, show_default=True,
+              help="finished trials the study should hold; a resumed study runs the rest")
+@click.option("--objectives", default="macs,psnr", show_default=True,
+              help="a cost (macs, latency) and quality metrics (psnr, ssim, lpips), comma-separated; "
+              "or one objective with --floor / --ceiling")
+@click.option("--prompts", type=int, default=4, show_default=True, help="how many of the model's prompts (seeds 0..K-1)")
+@click.option("--storage", default=None,
+              help="Optuna storage URL, e.g. postgresql+psycopg2://user:pw@host/db, journal:FILE or memory "
+              "[default: sqlite:///OUT/study.db]")
+@click.option("--study", "study", default=None, help="study name [default: MODEL-POLICY]; an existing study resumes")
+@click.option("--workers", type=int, default=None,
+              help="worker processes on the study [default: one per GPU when several are visible, else 1]")
+@click.option("--wandb/--no-wandb", "use_wandb", default=False,
+              help="log every trial and a summary to Weights & Biases (offline unless logged in)")
+@click.option("--wandb-project", default=None, help="W&B project [default: $WANDB_PROJECT or cachelab]")
+@click.option("--space", type=click.Path(dir_okay=False), default=None,
+              help="YAML file fixing or overriding parameters of the policy's search space")
+@click.option("--floor", multiple=True, metavar="METRIC=VALUE",
+              help="quality floor, e.g. psnr=28 (for lpips an upper bound); repeatable")
+@click.option("--ceiling", multiple=True, metavar="COST=VALUE",
+              help="cost ceiling: macs=0.5 (fraction of the uncached MACs) or latency=2.5 (seconds)")
+@click.option("--steps", type=int, default=None, help="sampling steps [default: the model's]")
+@click.option("--guidance", type=float, default=None, help="guidance scale [default: the model's]")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="output directory for references, pareto_<i>.yaml, pareto.png, trials.csv [default: runs/STUDY]")
+@click.option("--seed", type=int, default=None, help="sampler seed [default: random]")
+@click.option("--progress/--no-progress", default=True, help="show a progress bar")
+def search(model, policy, trials, objectives, prompts, storage, study, workers, use_wandb, wandb_project, space, floor,
+           ceiling, steps, guidance, out_dir, seed, progress) -> None:
+    """Search a policy's schedule for the best cost/quality trade-offs (Optuna; resumable, parallel, W&B)."""
+    from cachelab.search import run_search
+
+    names = [n.strip() for item in policy for n in item.replace(",", "+").split("+") if n.strip()] or ["fastercache"]
+    result = run_search(
+        model=model, policy=names[0] if len(names) == 1 else names, trials=trials, objectives=objectives,
+        prompts=prompts, storage=storage, study=study, workers=workers, wandb=use_wandb, space=space,
+        floor=list(floor) or None, ceiling=list(ceiling) or None, steps=steps, guidance=guidance, out_dir=out_dir,
+        seed=seed, progress=progress, wandb_project=wandb_project,
+    )
+    console.print(result.table())
+    if not result.pareto:
+        console.print("[yellow]no complete trial meets the bounds: nothing on the Pareto front[/yellow]")
+    for path in result.yaml_paths:
+        console.print(f"policy   {path}")
+    if result.plot_path is not None:
+        console.print(f"plot     {result.plot_path}")
+    console.print(f"trials   {result.csv_path}")
+    console.print(f"study    {result.study_name!r} in {result.storage}")
 
 
 if __name__ == "__main__":  # pragma: no cover

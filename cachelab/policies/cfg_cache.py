@@ -30,17 +30,41 @@ Layout = Literal["auto", "BCHW", "BCFHW", "BFCHW", "flat"]
 
 
 class CfgCacheConfig(PolicyConfig):
-    interval: int = Field(5, ge=1, le=50, description="run both CFG branches every interval-th step in the window")
+    interval: int = Field(
+        5,
+        ge=1,
+        le=50,
+        description="run both CFG branches every interval-th step in the window",
+        json_schema_extra={"search": {"low": 1, "high": 8}},
+    )
     window: Window = Field(
-        Window(start=641, end=0, unit="timestep"), description="where the unconditional branch may be skipped"
+        Window(start=641, end=0, unit="timestep"),
+        description="where the unconditional branch may be skipped",
+        json_schema_extra={"search": {"start": {"low": 300, "high": 950}, "end": {"low": 0, "high": 250}}},
     )
-    low_freq_weight: float = Field(1.1, ge=0.0, le=3.0, description="a_low: boost of the low-frequency delta")
+    low_freq_weight: float = Field(
+        1.1,
+        ge=0.0,
+        le=3.0,
+        description="a_low: boost of the low-frequency delta",
+        json_schema_extra={"search": {"low": 0.8, "high": 1.5}},
+    )
     low_freq_window: Window = Field(
-        Window(start=901, end=99, unit="timestep"), description="steps where the low-frequency boost applies"
+        Window(start=901, end=99, unit="timestep"),
+        description="steps where the low-frequency boost applies",
+        json_schema_extra={"search": {"start": {"low": 600, "high": 1000}, "end": {"low": 0, "high": 300}}},
     )
-    high_freq_weight: float = Field(1.1, ge=0.0, le=3.0, description="a_high: boost of the high-frequency delta")
+    high_freq_weight: float = Field(
+        1.1,
+        ge=0.0,
+        le=3.0,
+        description="a_high: boost of the high-frequency delta",
+        json_schema_extra={"search": {"low": 0.8, "high": 1.5}},
+    )
     high_freq_window: Window = Field(
-        Window(start=301, end=0, unit="timestep"), description="steps where the high-frequency boost applies"
+        Window(start=301, end=0, unit="timestep"),
+        description="steps where the high-frequency boost applies",
+        json_schema_extra={"search": {"start": {"low": 150, "high": 600}, "end": {"low": 0, "high": 100}}},
     )
     compound: bool = Field(True, description="multiply the boost in on every cached step (reference) or apply it once")
     radius_divisor: int = Field(5, ge=1, le=64, description="low frequencies: disk of radius min(H, W) // radius_divisor")

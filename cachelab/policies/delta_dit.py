@@ -25,13 +25,29 @@ _BLOCK_OUTPUTS = {cls: names for adapter in ADAPTERS.values() for cls, names in 
 
 
 class DeltaDitConfig(PolicyConfig):
-    interval: int = Field(2, ge=1, le=50, description="full compute every interval-th step (N)")
+    interval: int = Field(
+        2,
+        ge=1,
+        le=50,
+        description="full compute every interval-th step (N)",
+        json_schema_extra={"search": {"low": 1, "high": 6}},
+    )
     span: Union[int, float] = Field(
         0.25,
         description="cached span N_c: a number of layers or a fraction of the layers",
-        json_schema_extra={"allowed": "int >= 1 (layers) or float in (0, 1) (fraction)"},
+        json_schema_extra={
+            "allowed": "int >= 1 (layers) or float in (0, 1) (fraction)",
+            # a fraction of the layers; a space file may search layer counts instead ({low: 1, high: 4})
+            "search": {"low": 0.1, "high": 0.5},
+        },
     )
-    boundary: float = Field(0.6, ge=0, description="b: rear span cached before it, front span after it")
+    boundary: float = Field(
+        0.6,
+        ge=0,
+        description="b: rear span cached before it, front span after it",
+        # the range is in the default boundary_unit (progress); fixing another unit needs a range in that unit
+        json_schema_extra={"search": {"low": 0.2, "high": 0.8, "unit_field": "boundary_unit"}},
+    )
     boundary_unit: Unit = Field("progress", description="unit of boundary: progress, step or timestep")
 
     @field_validator("span")

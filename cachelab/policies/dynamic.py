@@ -18,9 +18,25 @@ class DynamicConfig(PolicyConfig):
     roles: list[SiteRole] = Field(
         default=["attn.spatial", "attn.temporal", "attn.joint"], min_length=1, description="site kinds to cache"
     )
-    interval: int = Field(2, ge=1, le=50, description="compute every interval-th step in the window, extrapolate between")
-    window: Window = Field(Window(start=0.32, end=1.0), description="where extrapolation may happen (Latte: step 16 of 50 on)")
-    weight: float = Field(0.5, ge=0.0, le=2.0, description="extrapolation weight w at the window's start")
+    interval: int = Field(
+        2,
+        ge=1,
+        le=50,
+        description="compute every interval-th step in the window, extrapolate between",
+        json_schema_extra={"search": {"low": 1, "high": 6}},
+    )
+    window: Window = Field(
+        Window(start=0.32, end=1.0),
+        description="where extrapolation may happen (Latte: step 16 of 50 on)",
+        json_schema_extra={"search": {"start": {"low": 0.1, "high": 0.6}, "end": {"low": 0.7, "high": 1.0}}},
+    )
+    weight: float = Field(
+        0.5,
+        ge=0.0,
+        le=2.0,
+        description="extrapolation weight w at the window's start",
+        json_schema_extra={"search": {"low": 0.0, "high": 1.0}},
+    )
     weight_end: float | None = Field(
         None, ge=0.0, le=2.0, description="if set, w ramps linearly to this value at the window's end"
     )

@@ -16,12 +16,38 @@ from cachelab.policies.schedule import Window, interval_compute
 
 
 class PabConfig(PolicyConfig):
-    spatial_interval: int = Field(2, ge=1, le=50, description="broadcast interval of spatial self-attention")
-    temporal_interval: int = Field(3, ge=1, le=50, description="broadcast interval of temporal attention")
-    cross_interval: int = Field(6, ge=1, le=50, description="broadcast interval of cross attention")
-    joint_interval: int = Field(2, ge=1, le=50, description="broadcast interval of joint text-video attention")
+    spatial_interval: int = Field(
+        2,
+        ge=1,
+        le=50,
+        description="broadcast interval of spatial self-attention",
+        json_schema_extra={"search": {"low": 1, "high": 4}},
+    )
+    temporal_interval: int = Field(
+        3,
+        ge=1,
+        le=50,
+        description="broadcast interval of temporal attention",
+        json_schema_extra={"search": {"low": 1, "high": 6}},
+    )
+    cross_interval: int = Field(
+        6,
+        ge=1,
+        le=50,
+        description="broadcast interval of cross attention",
+        json_schema_extra={"search": {"low": 1, "high": 8}},
+    )
+    joint_interval: int = Field(
+        2,
+        ge=1,
+        le=50,
+        description="broadcast interval of joint text-video attention",
+        json_schema_extra={"search": {"low": 1, "high": 4}},
+    )
     window: Window = Field(
-        Window(start=800, end=100, unit="timestep"), description="where broadcasting happens (Latte: t 800 to 100)"
+        Window(start=800, end=100, unit="timestep"),
+        description="where broadcasting happens (Latte: t 800 to 100)",
+        json_schema_extra={"search": {"start": {"low": 500, "high": 950}, "end": {"low": 0, "high": 400}}},
     )
     mlp_interval: int = Field(1, ge=1, le=50, description="broadcast interval of the FFNs of the first mlp_layers (1 = off)")
     mlp_layers: int = Field(0, ge=0, le=1000, description="how many leading layers broadcast their FFN")

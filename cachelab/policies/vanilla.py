@@ -12,8 +12,18 @@ from cachelab.policies.schedule import Window, interval_compute
 
 class VanillaConfig(PolicyConfig):
     roles: list[SiteRole] = Field(default=list(ATTENTION_ROLES), min_length=1, description="site kinds to cache")
-    interval: int = Field(2, ge=1, le=50, description="compute every interval-th step in the window, reuse between")
-    window: Window = Field(Window(start=0.2, end=0.9), description="where reuse may happen")
+    interval: int = Field(
+        2,
+        ge=1,
+        le=50,
+        description="compute every interval-th step in the window, reuse between",
+        json_schema_extra={"search": {"low": 1, "high": 6}},
+    )
+    window: Window = Field(
+        Window(start=0.2, end=0.9),
+        description="where reuse may happen",
+        json_schema_extra={"search": {"start": {"low": 0.0, "high": 0.5}, "end": {"low": 0.6, "high": 1.0}}},
+    )
 
 
 @register_policy("vanilla")
