@@ -23,9 +23,15 @@ def eval_prompts(n: int) -> list[str]:
 
 
 @torch.no_grad()
-def generate_frames(pipe, kind: str, prompts: list[str], seeds: list[int], steps: int, guidance: float, batch_size: int = 32):
-    """Videos (N, F, 3, H, W) in [-1, 1]; sample ``i`` uses its own generator seeded ``seeds[i]``."""
+def generate_frames(
+    pipe, kind: str, prompts: list[str], seeds: list[int], steps: int, guidance: float, batch_size: int | None = None
+):
+    """Videos (N, F, 3, H, W) in [-1, 1]; sample ``i`` uses its own generator seeded ``seeds[i]``.
+
+    All prompts go through one pipeline call (one generation, so a cache handle's stats cover all of them) unless
+    ``batch_size`` splits them."""
     device = pipe.transformer.device
+    batch_size = batch_size or len(prompts)
     videos = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
