@@ -4,18 +4,11 @@ import pytest
 import torch
 
 import cachelab
+from configs import NEVER_REUSE
 from stdit import STDIT_SITES, make_stdit, sample
 
 POLICIES = ["vanilla", "dynamic", "cfg_cache", "pab", "delta_dit", "fastercache"]
 
-NEVER_REUSE = {
-    "vanilla": {"interval": 1},
-    "dynamic": {"interval": 1},
-    "cfg_cache": {"interval": 1},
-    "pab": {"spatial_interval": 1, "temporal_interval": 1, "cross_interval": 1, "joint_interval": 1},
-    "delta_dit": {"interval": 1},
-    "fastercache": {"dynamic": {"interval": 1}, "cfg_cache": {"interval": 1}},
-}
 
 STEPS = 12
 TIMESTEPS = torch.linspace(999, 1, STEPS).tolist()

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import cachelab
+from configs import NEVER_REUSE
 from cachelab.models.tiny import TINY_TRANSFORMERS
 
 # role counts each tiny config must show (layers per stack are in cachelab/models/tiny.py)
@@ -24,14 +25,6 @@ TOKEN_OUTPUTS = {"flux", "ltx"}  # packed latents: cfg_cache needs layout="flat"
 
 STEPS = 8
 TIMESTEPS = torch.linspace(950, 50, STEPS).tolist()
-NEVER = {
-    "vanilla": {"interval": 1},
-    "dynamic": {"interval": 1},
-    "cfg_cache": {"interval": 1},
-    "pab": {"spatial_interval": 1, "temporal_interval": 1, "cross_interval": 1, "joint_interval": 1},
-    "delta_dit": {"interval": 1},
-    "fastercache": {"dynamic": {"interval": 1}, "cfg_cache": {"interval": 1}},
-}
 AGGRESSIVE = {  # reuse on most steps, everywhere, so every reuse path runs
     "vanilla": {"interval": 2, "window": [0, 1]},
     "dynamic": {"interval": 2, "window": [0, 1], "roles": ["attn.spatial", "attn.temporal", "attn.joint", "attn.cross"]},
@@ -71,7 +64,7 @@ def test_sites_found_by_structure(tiny):
         assert not any("refiner" in s.name for s in sites)
 
 
-@pytest.mark.parametrize("policy", sorted(NEVER))
+@pytest.mark.parametrize("policy", sorted(NEVER_REUSE))
 def test_every_policy_runs_and_never_reuse_is_identical(tiny, policy):
     name, model, spec = tiny
     if policy in ("dynamic", "fastercache") and not {"attn.spatial", "attn.temporal", "attn.joint"} & set(
@@ -82,7 +75,7 @@ def test_every_policy_runs_and_never_reuse_is_identical(tiny, policy):
     extra = {"layout": "flat"} if name in TOKEN_OUTPUTS and policy == "cfg_cache" else {}
     if name in TOKEN_OUTPUTS and policy == "fastercache":
         extra = {"cfg_cache": {"layout": "flat"}}
-    params = {**NEVER[policy], **extra} if policy != "fastercache" else _merge(NEVER[policy], extra)
+    params = {**NEVER_REUSE[policy], **extra} if policy != "fastercache" else _merge(NEVER_REUSE[policy], extra)
     with cachelab.apply(model, policy, cfg="batched", num_steps=STEPS, **params):
         assert all(torch.equal(a, b) for a, b in zip(run(model, spec), reference))
     params = {**AGGRESSIVE[policy], **extra} if policy != "fastercache" else _merge(AGGRESSIVE[policy], extra)

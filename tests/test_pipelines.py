@@ -4,18 +4,11 @@ import pytest
 import torch
 
 import cachelab
+from configs import NEVER_REUSE
 from cachelab.models.pipeline import LoadError, load_pipeline
 from cachelab.models.tiny import PIPELINE_CALL_DEFAULTS, tiny_pipeline
 
 POLICIES = ["vanilla", "dynamic", "cfg_cache", "pab", "delta_dit", "fastercache"]
-NEVER = {
-    "vanilla": {"interval": 1},
-    "dynamic": {"interval": 1},
-    "cfg_cache": {"interval": 1},
-    "pab": {"spatial_interval": 1, "temporal_interval": 1, "cross_interval": 1, "joint_interval": 1},
-    "delta_dit": {"interval": 1},
-    "fastercache": {"dynamic": {"interval": 1}, "cfg_cache": {"interval": 1}},
-}
 STEPS = 20
 
 
@@ -50,7 +43,7 @@ def loaded(request, tmp_path_factory):
 @pytest.mark.parametrize("guidance", [5.0, 1.0], ids=["cfg", "nocfg"])
 def test_every_policy_through_the_pipeline(loaded, policy, guidance):
     kind, pipe, baselines = loaded
-    with cachelab.apply(pipe, policy, **NEVER[policy]) as handle:
+    with cachelab.apply(pipe, policy, **NEVER_REUSE[policy]) as handle:
         assert torch.equal(generate(pipe, kind, guidance=guidance), baselines[guidance])
         assert handle.stats().computed_fraction == 1.0
     with cachelab.apply(pipe, policy) as handle:

@@ -92,17 +92,12 @@ def call_kwargs(pipe, kind: str) -> dict[str, Any]:
 
 def text_components(seed: int = 0):
     """(tokenizer, text encoder) shared by both bundled models: word-level, frozen random T5 of width 64."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+    from transformers import T5Config, T5EncoderModel
 
+    from cachelab.models.text import word_level_tokenizer
+
+    tokenizer = word_level_tokenizer(shapes.VOCABULARY, split_punctuation=False)
     vocab = {word: i for i, word in enumerate(shapes.VOCABULARY)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", vocab["</s>"])])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=512
-    )
     config = T5Config(
         vocab_size=len(vocab),
         d_model=TEXT_DIM,

@@ -624,25 +624,9 @@ def tiny_tokenizer(model_max_length: int = 512) -> PreTrainedTokenizerFast:
     like the T5/UMT5 tokenizers the video pipelines expect. ``model_max_length`` only has to exceed the longest
     padding the pipelines request (Latte pads to 120).
     """
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    from cachelab.models.text import word_level_tokenizer
 
-    vocab = {token: index for index, token in enumerate(TINY_VOCAB)}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.normalizer = normalizers.Lowercase()
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.post_processor = processors.TemplateProcessing(
-        single="$A </s>",
-        pair="$A </s> $B </s>",
-        special_tokens=[("</s>", vocab["</s>"])],
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token="<pad>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        model_max_length=model_max_length,
-    )
+    return word_level_tokenizer(TINY_VOCAB, model_max_length)
 
 
 _TEXT_ENCODER_KINDS = {"latte": "t5", "cogvideox": "t5", "wan": "umt5", "t5": "t5", "umt5": "umt5"}
