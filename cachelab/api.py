@@ -5,6 +5,7 @@ from __future__ import annotations
 import weakref
 from typing import Any, Mapping, Sequence
 
+import torch
 from torch import nn
 
 from cachelab.errors import AlreadyAppliedError, TargetError
@@ -199,13 +200,14 @@ def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"{name}={value!r} is not allowed; choose one of {', '.join(allowed)}")
 
 
-def _timesteps_of(scheduler) -> list[float] | None:
+def _timesteps_of(scheduler):
+    """The scheduler's timesteps: the tensor itself when it is one (calls that pass views of it are then read
+    without a device sync), else a list of numbers."""
     timesteps = getattr(scheduler, "timesteps", None)
-    if timesteps is None:
-        return None
-    values = timesteps.tolist() if hasattr(timesteps, "tolist") else timesteps
+    if timesteps is None or isinstance(timesteps, torch.Tensor):
+        return timesteps
     try:
-        return [float(t) for t in values]
+        return [float(t) for t in timesteps]
     except TypeError:
         return None
 

@@ -93,6 +93,33 @@ def test_interrupted_generation_does_not_leak(loaded):
     assert torch.equal(after, fresh)
 
 
+def test_timesteps_are_read_without_device_syncs(loaded):
+    # pipelines pass views of scheduler.timesteps: the step comes from the view's position, not from .item()
+    kind, pipe, baselines = loaded
+    with cachelab.apply(pipe, "pab") as handle:
+        generate(pipe, kind, steps=6)
+        assert handle.tracker.host_reads == 0
+        assert handle.stats().record.num_steps == 6
+    # a timestep that is not a view of the schedule is still read correctly, from the device
+    with cachelab.apply(pipe.transformer, "pab", num_steps=3) as handle:
+        for t in (900.0, 500.0, 100.0):
+            model_inputs = _direct_inputs(pipe, kind, t)
+            pipe.transformer(**model_inputs)
+        assert handle.tracker.host_reads == 3
+        assert [s for (_, s) in handle.stats().record.logical_samples] == [0, 1, 2]
+
+
+def _direct_inputs(pipe, kind, t):
+    transformer = pipe.transformer
+    c = transformer.config
+    if kind == "latte":
+        x = torch.randn(2, c.in_channels, c.video_length, c.sample_size, c.sample_size)
+    else:
+        x = torch.randn(2, c.sample_frames, c.in_channels, c.sample_height, c.sample_width)
+    text = torch.randn(2, c.max_text_seq_length if kind == "cogvideox" else 6, pipe.text_encoder.config.d_model)
+    return {"hidden_states": x, "encoder_hidden_states": text, "timestep": torch.tensor([t, t]), "return_dict": False}
+
+
 def test_scheduler_is_restored_after_remove(loaded):
     _, pipe, _ = loaded
     handle = cachelab.apply(pipe, "pab")
@@ -112,6 +139,7 @@ def test_two_calls_per_step_pipeline_with_cfg_cache(tmp_path):
         cached = generate(pipe, "wan")
         stats = handle.stats()
         calls = stats.site_steps("<denoiser>")
+        assert handle.tracker.host_reads == 0  # both calls of a step pass views of scheduler.timesteps
     # two calls per step: the second (unconditional) one is rebuilt on 4 of every 5 steps inside the window
     reused_steps = [s for s, (_, reused) in calls.items() if reused]
     assert reused_steps == [s for s in range(4, STEPS) if s % 5 != 0]

@@ -82,6 +82,9 @@ class StepTracker:
         self.generation = -1
         self._pending_begin = True
         self._schedule: list[float] | None = None
+        self._schedule_tensor: torch.Tensor | None = None
+        #: calls whose timestep had to be read from the device (not a view of the known schedule)
+        self.host_reads = 0
         self._num_steps: int | None = None
         self._last_t: float | None = None
         self._step = 0
@@ -91,16 +94,50 @@ class StepTracker:
         self._t_scale = float(num_train_timesteps)
 
     # -- generation boundaries ---------------------------------------------------------------------------
-    def begin(self, num_steps: int | None = None, timesteps: Sequence[float] | None = None) -> None:
+    def begin(self, num_steps: int | None = None, timesteps: Sequence[float] | torch.Tensor | None = None) -> None:
         """Declare that the next denoiser call starts a new generation."""
         self._pending_begin = True
-        self._schedule = [float(t) for t in timesteps] if timesteps is not None else None
+        self._set_timesteps(timesteps)
         self._num_steps = num_steps if num_steps is not None else (len(self._schedule) if self._schedule else None)
 
-    def set_schedule(self, timesteps: Sequence[float]) -> None:
+    def set_schedule(self, timesteps: Sequence[float] | torch.Tensor) -> None:
         """Give the full timestep list of the running generation (read from a pipeline's scheduler)."""
-        self._schedule = [float(t) for t in timesteps]
+        self._set_timesteps(timesteps)
         self._num_steps = len(self._schedule)
+
+    def _set_timesteps(self, timesteps) -> None:
+        self._schedule_tensor = None
+        if timesteps is None:
+            self._schedule = None
+        elif isinstance(timesteps, torch.Tensor):
+            self._schedule = [float(t) for t in timesteps.tolist()]  # one device sync per generation
+            self._schedule_tensor = timesteps if timesteps.ndim == 1 else None
+        else:
+            self._schedule = [float(t) for t in timesteps]
+
+    def timestep_value(self, t) -> float:
+        """The timestep of a call as a Python number.
+
+        Pipelines pass ``scheduler.timesteps[i]`` (expanded to the batch), a view of the schedule tensor: its
+        position in that storage gives the step's value without reading the device. Reading it (``.item()``)
+        would synchronise the host with the device on every call and stop the CPU from queueing the next
+        step's kernels while the GPU works, which costs small models much of their speed.
+        """
+        if not isinstance(t, torch.Tensor):
+            return float(t)
+        sched = self._schedule_tensor
+        if (
+            sched is not None
+            and t.device == sched.device
+            and t.dtype == sched.dtype
+            and t.untyped_storage().data_ptr() == sched.untyped_storage().data_ptr()
+        ):
+            index = (t.storage_offset() - sched.storage_offset()) // max(sched.stride(0), 1)
+            if 0 <= index < len(self._schedule):
+                return self._schedule[index]
+        self.host_reads += 1
+        # per-token timesteps (Wan 2.2 TI2V, LTX conditioning) hold 0 for clean tokens: the step is the max
+        return float(t.max().item()) if t.numel() > 1 else float(t.item())
 
     @property
     def num_steps(self) -> int | None:
@@ -125,7 +162,7 @@ class StepTracker:
         if new_generation:
             self.generation += 1
             if not self._pending_begin:
-                self._schedule, self._num_steps = None, None
+                self._schedule, self._schedule_tensor, self._num_steps = None, None, None
             self._pending_begin = False
             self._step, self._call = 0, 0
             self.batched = None

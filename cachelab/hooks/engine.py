@@ -208,10 +208,7 @@ class _DenoiserHook(ModuleHook):
                 f"{type(self.site.module).__name__}.forward was called without a `timestep`: cachelab derives the "
                 "denoising step from it. Pass timestep=... (positionally or by keyword)."
             )
-        if isinstance(t, torch.Tensor):
-            # per-token timesteps (Wan 2.2 TI2V, LTX conditioning) hold 0 for clean tokens: the step is the max
-            return float(t.max().item()) if t.numel() > 1 else float(t.item())
-        return float(t)
+        return self.runtime.tracker.timestep_value(t)
 
     def _sample(self, args, kwargs) -> torch.Tensor | None:
         for name in self.sample_names:
