@@ -306,8 +306,10 @@ def models(pattern: str) -> None:
               help="output directory for references, pareto_<i>.yaml, pareto.png, trials.csv [default: runs/STUDY]")
 @click.option("--seed", type=int, default=None, help="sampler seed [default: random]")
 @click.option("--progress/--no-progress", default=True, help="show a progress bar")
+@click.option("--baseline/--no-baseline", default=True, show_default=True,
+              help="run the policy's default configuration as the first trial, to compare against")
 def search(model, policy, trials, objectives, prompts, storage, study, workers, use_wandb, wandb_project, space, floor,
-           ceiling, steps, guidance, out_dir, seed, progress) -> None:
+           ceiling, steps, guidance, out_dir, seed, progress, baseline) -> None:
     """Search a policy's schedule for the best cost/quality trade-offs (Optuna; resumable, parallel, W&B)."""
     from cachelab.search import run_search
 
@@ -316,9 +318,11 @@ def search(model, policy, trials, objectives, prompts, storage, study, workers, 
         model=model, policy=names[0] if len(names) == 1 else names, trials=trials, objectives=objectives,
         prompts=prompts, storage=storage, study=study, workers=workers, wandb=use_wandb, space=space,
         floor=list(floor) or None, ceiling=list(ceiling) or None, steps=steps, guidance=guidance, out_dir=out_dir,
-        seed=seed, progress=progress, wandb_project=wandb_project,
+        seed=seed, progress=progress, wandb_project=wandb_project, baseline=baseline,
     )
     console.print(result.table())
+    if result.baseline_line():
+        console.print(result.baseline_line())
     if not result.pareto:
         console.print("[yellow]no complete trial meets the bounds: nothing on the Pareto front[/yellow]")
     for path in result.yaml_paths:

@@ -349,6 +349,21 @@ def test_search_end_to_end(tmp_path):
     assert {t.number: t.values for t in study_of(again).trials if t.number in before} == before
 
 
+def test_first_trial_runs_the_policy_defaults(tmp_path):
+    result = run_search(policy="fastercache", trials=2, prompts=1, out_dir=tmp_path, seed=3, **FAST)
+    first = study_of(result).trials[0]
+    assert first.user_attrs["baseline"] == "policy defaults"
+    assert resolve_policy(first.user_attrs["policy"]).config == cachelab.policy_class("fastercache").Config()
+    assert result.baseline is not None and result.baseline.number == 0
+    line = result.baseline_line()
+    assert line.startswith("policy defaults (trial 0): macs ")
+    dominating = {t.number for t in study_of(result).trials[1:]
+                  if t.values[0] <= first.values[0] and t.values[1] >= first.values[1] and t.values != first.values}
+    assert set(result.dominating) == dominating
+    none = run_search(policy="pab", trials=1, prompts=1, out_dir=tmp_path / "nb", seed=3, baseline=False, **FAST)
+    assert "baseline" not in study_of(none).trials[0].user_attrs and none.baseline is None
+
+
 def test_floor_prunes_a_trial_far_below_it_on_the_first_prompt(tmp_path):
     result = run_search(policy="dynamic", trials=2, prompts=2, objectives="macs", floor="psnr=1000", out_dir=tmp_path,
                         **FAST)

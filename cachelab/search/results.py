@@ -52,6 +52,9 @@ class SearchResult:
     yaml_paths: list[Path] = field(default_factory=list)
     plot_path: Path | None = None
     csv_path: Path | None = None
+    #: the trial that ran the policy's default configuration, and the complete trials that dominate it
+    baseline: ParetoTrial | None = None
+    dominating: list[int] = field(default_factory=list)
 
     @property
     def best(self) -> ParetoTrial | None:
@@ -79,6 +82,16 @@ class SearchResult:
                 str(t.path) if t.path else "",
             )
         return table
+
+    def baseline_line(self) -> str | None:
+        """One line on the default configuration: its values and which trials dominate it."""
+        if self.baseline is None:
+            return None
+        b = self.baseline
+        values = ", ".join(f"{k} {_format(k, v)}" for k, v in b.values.items())
+        verdict = (f"dominated by trial(s) {', '.join(f'#{n}' for n in self.dominating)}" if self.dominating
+                   else "not dominated by any trial")
+        return f"policy defaults (trial {b.number}): {values}, ideal speedup {_num(b.attrs.get('ideal_speedup'), '{:.2f}x')}; {verdict}"
 
 
 def _num(value, fmt: str) -> str:
@@ -135,9 +148,22 @@ def write_results(study: optuna.Study, objectives: Objectives, out_dir: Path, st
         pareto.append(ParetoTrial(t.number, values, dict(t.params), t.user_attrs["policy"], dict(t.user_attrs), path))
     result = SearchResult(study.study_name, storage, out_dir, objectives.names, objectives.directions, pareto, counts,
                           paths)
+    base = next((t for t in trials if "baseline" in t.user_attrs and t.state == TrialState.COMPLETE), None)
+    if base is not None:
+        result.baseline = ParetoTrial(base.number, dict(zip(objectives.names, base.values)), dict(base.params),
+                                      base.user_attrs.get("policy", {}), dict(base.user_attrs))
+        result.dominating = [t.number for t in trials if t.state == TrialState.COMPLETE and t.number != base.number
+                             and _dominates(t.values, base.values, objectives.directions)]
     result.plot_path = _plot(trials, front, objectives, out_dir / "pareto.png", study.study_name)
     result.csv_path = _csv(trials, objectives, out_dir / "trials.csv")
     return result
+
+
+def _dominates(a, b, directions) -> bool:
+    """``a`` is at least as good as ``b`` in every objective and better in one."""
+    better = [x < y if d == "minimize" else x > y for x, y, d in zip(a, b, directions)]
+    no_worse = [x <= y if d == "minimize" else x >= y for x, y, d in zip(a, b, directions)]
+    return all(no_worse) and any(better)
 
 
 def _plot(trials, front, objectives: Objectives, path: Path, name: str) -> Path | None:
@@ -155,11 +181,12 @@ def _plot(trials, front, objectives: Objectives, path: Path, name: str) -> Path 
         q = t.user_attrs.get(quality)
         if c is None or q is None:
             continue
+        baseline = "baseline" in t.user_attrs
         points.append({
             "cost": c / 1e9 if cost == "macs" else c,
             "quality": -q if quality == "lpips" else q,
-            "label": f"#{t.number}",
-            "highlight": t.number in on_front,
+            "label": f"#{t.number} (defaults)" if baseline else f"#{t.number}",
+            "highlight": t.number in on_front or baseline,
         })
     if path.exists():
         path.unlink()

@@ -126,6 +126,10 @@ class SearchSpace:
                 values[p.name] = trial.suggest_float(p.name, float(low), float(high), step=p.step, log=p.log)
         return values
 
+    def default_values(self) -> dict[str, Any]:
+        """The searched parameters at the policy's defaults (a trial to enqueue); fixed values stay fixed."""
+        return {name: p.default for name, p in self.params.items()}
+
     def policy_spec(self, values: dict[str, Any] | None = None) -> dict:
         """The policy mapping (``resolve_policy`` form) of the fixed values and ``values``; defaults elsewhere."""
         params = copy.deepcopy(self.defaults)

@@ -87,6 +87,7 @@ def run_search(
     guidance: float | None = None,
     out_dir: str | Path | None = None,
     seed: int | None = None,
+    baseline: bool = True,
     progress: bool = True,
     wandb_project: str | None = None,
 ) -> SearchResult:
@@ -111,6 +112,8 @@ def run_search(
         out_dir: where references, ``pareto_<i>.yaml``, ``pareto.png`` and ``trials.csv`` go (default
             ``runs/<study>``).
         seed: sampler seed (each worker and each resumed run offsets it); None for a random one.
+        baseline: make the study's first trial the policy's default configuration (counted in ``trials``), so the
+            Pareto table and plot show where the published settings sit beside what the search found.
         progress: show a progress bar.
         wandb_project: W&B project (default ``$WANDB_PROJECT`` or ``cachelab``).
 
@@ -164,6 +167,9 @@ def run_search(
         }
         st = _open_study(study_name, store, storage_url, objs, setup, seed)
         fail_dead_trials(st, heartbeat)
+        if baseline and not st.get_trials(deepcopy=False):
+            # the policy's own defaults (the paper settings) run first, so every front shows where they sit
+            st.enqueue_trial(search_space.default_values(), user_attrs={"baseline": "policy defaults"})
         references = load_references(model_obj, workload, out / "references", timed=objs.needs_latency)
         tracking = TrackingConfig(wandb, study_name, str(out), wandb_project,
                                   {"study": study_name, "model": model_name, "policy_name": search_space.label,
