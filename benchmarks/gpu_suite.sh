@@ -39,7 +39,7 @@ timeout 220 $cl bench --model $big --policies none --diffusers --steps $steps --
 echo "$big: exit $?"; grep -E "│" "$out/$big.txt" | tail -n 7
 pack
 
-bench_model $second 100
+bench_model $second 200
 
 timeout 80 $cl search --model $search_model --policy fastercache --trials $trials --objectives latency,psnr \
   --prompts 4 --steps $steps --storage "sqlite:///$out/search/latency.db" --study latency-cost \
