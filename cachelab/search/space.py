@@ -126,9 +126,18 @@ class SearchSpace:
                 values[p.name] = trial.suggest_float(p.name, float(low), float(high), step=p.step, log=p.log)
         return values
 
-    def default_values(self) -> dict[str, Any]:
-        """The searched parameters at the policy's defaults (a trial to enqueue); fixed values stay fixed."""
-        return {name: p.default for name, p in self.params.items()}
+    def default_values(self) -> dict[str, Any] | None:
+        """The searched parameters at the policy's defaults (a trial to enqueue), or None when a default lies
+        outside its searched range or choices; fixed values stay fixed."""
+        values = {}
+        for name, p in self.params.items():
+            inside = p.default in p.choices if p.kind == "choice" else (
+                p.default is not None and p.low <= p.default <= p.high
+            )
+            if not inside:
+                return None
+            values[name] = p.default
+        return values
 
     def policy_spec(self, values: dict[str, Any] | None = None) -> dict:
         """The policy mapping (``resolve_policy`` form) of the fixed values and ``values``; defaults elsewhere."""

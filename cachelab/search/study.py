@@ -168,8 +168,14 @@ def run_search(
         st = _open_study(study_name, store, storage_url, objs, setup, seed)
         fail_dead_trials(st, heartbeat)
         if baseline and not st.get_trials(deepcopy=False):
-            # the policy's own defaults (the paper settings) run first, so every front shows where they sit
-            st.enqueue_trial(search_space.default_values(), user_attrs={"baseline": "policy defaults"})
+            defaults = search_space.default_values()
+            if defaults is None:
+                warnings.warn(
+                    "the policy's defaults lie outside the searched space (narrowed by --space): no baseline trial",
+                    stacklevel=2,
+                )
+            else:  # the policy's own defaults (the paper settings) run first, so every front shows where they sit
+                st.enqueue_trial(defaults, user_attrs={"baseline": "policy defaults"})
         references = load_references(model_obj, workload, out / "references", timed=objs.needs_latency)
         tracking = TrackingConfig(wandb, study_name, str(out), wandb_project,
                                   {"study": study_name, "model": model_name, "policy_name": search_space.label,
@@ -396,8 +402,8 @@ def _optimize(st: optuna.Study, space: SearchSpace, objs: Objectives, evaluator:
     while not state["surplus"]:
         fail_dead_trials(st, heartbeat)
         counts = state_counts(st)
-        if counts["COMPLETE"] + counts["PRUNED"] + counts["RUNNING"] + counts["WAITING"] >= target:
-            break
+        if counts["COMPLETE"] + counts["PRUNED"] + counts["RUNNING"] >= target:
+            break  # WAITING trials (the enqueued baseline) do not count: optimize runs them first
         st.optimize(objective, n_trials=1, catch=(_TrialError, _Surplus), callbacks=[after_trial])
         if state["failures"] >= MAX_FAILURES_IN_A_ROW:
             raise SearchError(f"{state['failures']} trials in a row failed; the last: {state['last_error']}")
@@ -442,6 +448,9 @@ def _run_workers(payload: dict, devices: list[str], st: optuna.Study, bar) -> No
     run_dir = Path(payload["out_dir"]) / "workers"
     run_dir.mkdir(parents=True, exist_ok=True)
     payload_path = run_dir / "payload.json"
+    payload = {**payload, "n_workers": len(devices)}
+    for old in run_dir.glob("worker_*.ready"):
+        old.unlink()
     payload_path.write_text(json.dumps(payload, default=_jsonable))
     env = dict(os.environ)
     root = str(Path(cachelab.__file__).resolve().parent.parent)

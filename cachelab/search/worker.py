@@ -46,6 +46,7 @@ def main(argv: list[str]) -> int:
         study = optuna.load_study(study_name=payload["study"], storage=open_storage(payload["storage"]))
         study.sampler = _sampler(payload["seed"], index + 1, len(study.get_trials(deepcopy=False)))
         tracker = Tracker(TrackingConfig(**payload["tracking"]))
+        _wait_for_the_others(payload_path.parent, index, payload.get("n_workers", 1))
         _optimize(study, space, objs, Evaluator(model, workload, references, objs), tracker, payload["trials"],
                   payload["heartbeat"])
         return 0
@@ -56,6 +57,17 @@ def main(argv: list[str]) -> int:
         error_path.write_text(text)
         print(text, file=sys.stderr)
         return 1
+
+
+def _wait_for_the_others(run_dir: Path, index: int, n_workers: int, timeout: float = 120.0) -> None:
+    """Start trials together: a worker that loaded its model first would otherwise take every trial of a short
+    study before the others are ready. Gives up waiting after ``timeout`` seconds (a slow worker only loses work)."""
+    import time
+
+    (run_dir / f"worker_{index}.ready").touch()
+    deadline = time.monotonic() + timeout
+    while len(list(run_dir.glob("worker_*.ready"))) < n_workers and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 if __name__ == "__main__":
