@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -25,6 +24,7 @@ import cachelab
 from cachelab import metrics
 from cachelab.models.registry import VideoModel
 from cachelab.spec import policy_to_dict, resolve_policy
+from cachelab.timing import timed
 
 NEVER_REUSE = {"policy": "fastercache", "dynamic": {"interval": 1}, "cfg_cache": {"interval": 1}}
 
@@ -157,11 +157,6 @@ def diffusers_cases(model: VideoModel) -> list[Case]:
     ]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @contextmanager
 def _attached(model: VideoModel, case: Case):
     """Attach the case's caching to the model for the duration of the block; yields the cachelab handle or None."""
@@ -249,22 +244,15 @@ def _run_case(model, case, prompts, seeds, steps, guidance, repeats, warmup_step
             handle.runtime.peak_cache = (0, 0)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        _sync(device)
-        start = time.perf_counter()
-        videos = model.generate(prompts, seeds, steps, guidance)
-        _sync(device)
-        times = [time.perf_counter() - start]
+        videos, first = timed(lambda: model.generate(prompts, seeds, steps, guidance), device)
+        times = [first]
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
         stats = handle.stats() if handle is not None else None
         cache = handle.runtime.peak_cache if handle is not None else None
         if handle is not None:
             handle.runtime.track_cache = False
         for _ in range(repeats - 1):
-            _sync(device)
-            start = time.perf_counter()
-            model.generate(prompts, seeds, steps, guidance)
-            _sync(device)
-            times.append(time.perf_counter() - start)
+            times.append(timed(lambda: model.generate(prompts, seeds, steps, guidance), device)[1])
     latency = statistics.median(times[1:]) if len(times) > 1 else times[0]
     result = CaseResult(case.name, case.kind, _policy_repr(case.policy), latency, times, peak_memory_bytes=peak)
     if stats is not None:

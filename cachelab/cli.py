@@ -130,11 +130,8 @@ def _policy_from(policy: str | None, params: tuple[str, ...], config: str | None
 @_device_option
 def run(model_name, prompt, policy, params, config, out, steps, guidance, seed, frames, size, compare, device):
     """Generate one video with a policy and report latency and MACs."""
-    import time
-
-    import torch
-
     from cachelab import media, metrics
+    from cachelab.timing import timed
 
     chosen = _policy_from(policy, params, config)
     media.check_writable(out, media.VIDEO_SUFFIXES)
@@ -145,22 +142,13 @@ def run(model_name, prompt, policy, params, config, out, steps, guidance, seed, 
     model.check_prompt(prompt)
     dev = next(model.transformer.parameters()).device
 
-    def timed(fn):
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        start = time.perf_counter()
-        result = fn()
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        return result, time.perf_counter() - start
-
     stats = None
     if chosen is not None:
         with cachelab.apply(model.target, chosen, cfg=model.cfg) as handle:
-            video, latency = timed(lambda: model.generate([prompt], [seed], steps, guidance))
+            video, latency = timed(lambda: model.generate([prompt], [seed], steps, guidance), dev)
             stats = handle.stats()
     else:
-        video, latency = timed(lambda: model.generate([prompt], [seed], steps, guidance))
+        video, latency = timed(lambda: model.generate([prompt], [seed], steps, guidance), dev)
     path = media.save_video(video[0], out)
     label = chosen.name if chosen is not None and getattr(chosen, "name", "") else ("composition" if chosen else "uncached")
     console.print(f"{model.name} | {label} | {steps} steps, guidance {guidance}, seed {seed}")
@@ -168,7 +156,7 @@ def run(model_name, prompt, policy, params, config, out, steps, guidance, seed, 
     if stats is not None:
         console.print(stats.table())
     if compare and chosen is not None:
-        reference, base_latency = timed(lambda: model.generate([prompt], [seed], steps, guidance))
+        reference, base_latency = timed(lambda: model.generate([prompt], [seed], steps, guidance), dev)
         quality = metrics.compare_videos(video, reference)
         console.print(f"uncached latency {base_latency:.3f} s -> speedup {base_latency / latency:.2f}x (one run each; "
                       f"the uncached run came second)")

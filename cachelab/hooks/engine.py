@@ -18,7 +18,7 @@ from cachelab.hooks.context import StepContext, StepTracker, plan_contexts
 from cachelab.hooks.history import History, tree_leaves
 from cachelab.hooks.registry import ModuleHook, attach, detach
 from cachelab.hooks.stats import GenerationRecord, Stats
-from cachelab.models.sites import Site
+from cachelab.models.sites import Site, denoiser_key
 
 
 class Controller(Protocol):
@@ -134,21 +134,29 @@ class _SiteSlot:
         if not self.controller.static:
             self.plan = self.keep = self.last_use = None
             return
-        plan = [self.controller.compute_at(self.site, ctx) for ctx in contexts]
-        depth = self.controller.history
-        computes: list[int] = []
-        keep = [False] * len(plan)
-        last_use = None
-        for step, compute in enumerate(plan):
-            if not compute and len(computes) < depth:
-                plan[step] = compute = True  # nothing (or too little) stored yet: the runtime must compute
-            if compute:
-                computes.append(step)
-            else:
-                for earlier in computes[-depth:]:
-                    keep[earlier] = True
-                last_use = step
-        self.plan, self.keep, self.last_use = plan, keep, last_use
+        self.plan, self.keep, self.last_use = plan_site(self.controller, self.site, contexts)
+
+
+def plan_site(controller: Controller, site: Site, contexts: list[StepContext]):
+    """``(compute per step, store per step, last step that reads stored values)`` of a static controller.
+
+    A reuse with too little stored (the first steps) becomes a compute, as the runtime would do; a computed value
+    is stored only if a later reuse reads it."""
+    plan = [controller.compute_at(site, ctx) for ctx in contexts]
+    depth = controller.history
+    computes: list[int] = []
+    keep = [False] * len(plan)
+    last_use = None
+    for step, compute in enumerate(plan):
+        if not compute and len(computes) < depth:
+            plan[step] = compute = True
+        if compute:
+            computes.append(step)
+        else:
+            for earlier in computes[-depth:]:
+                keep[earlier] = True
+            last_use = step
+    return plan, keep, last_use
 
 
 def _parameter_positions(fn: Callable) -> dict[str, int]:
@@ -197,7 +205,6 @@ class _DenoiserHook(ModuleHook):
         positions = _parameter_positions(original_forward)
         self.timestep_position = positions.get("timestep")
         self.sample_names = [n for n in ("hidden_states", "sample", "x", "latents") if n in positions]
-        self.sample_position = 0
 
     def _timestep(self, args, kwargs) -> float:
         t = kwargs.get("timestep")
@@ -403,7 +410,7 @@ class Runtime:
         if not self.records:
             raise RuntimeError("no generation has run with this handle yet")
         roles = {s.key: s.role for s in self.sites}
-        denoiser_of = {s.key: Site("", "denoiser", s.module, denoiser=s.denoiser).key for s in self.sites}
+        denoiser_of = {s.key: denoiser_key(s.denoiser) for s in self.sites}
         for key in self._denoiser_sites:
             roles.setdefault(key, "denoiser")
             denoiser_of[key] = key
@@ -422,10 +429,7 @@ class Runtime:
                     "(an evenly spaced 1000..0 schedule stands in)",
                     stacklevel=3,
                 )
-            scratch = _SiteSlot(slot.site, slot.controller, slot.site.module.forward)
-            scratch.positions = slot.positions
-            scratch.build_plan(contexts)
-            out[key] = scratch.plan
+            out[key] = plan_site(slot.controller, slot.site, contexts)[0]
         return out
 
     def cache_bytes(self) -> tuple[int, int]:

@@ -53,8 +53,14 @@ class Site:
     @property
     def key(self) -> str:
         """Unique name across denoisers, used in stats and plans."""
-        own = self.name or "<denoiser>"
-        return own if self.denoiser == "transformer" else f"{self.denoiser}:{own}"
+        if not self.name:
+            return denoiser_key(self.denoiser)
+        return self.name if self.denoiser == "transformer" else f"{self.denoiser}:{self.name}"
+
+
+def denoiser_key(denoiser: str) -> str:
+    """The key of a denoiser's own site (``<denoiser>``, or ``transformer_2:<denoiser>`` for a second one)."""
+    return "<denoiser>" if denoiser == "transformer" else f"{denoiser}:<denoiser>"
 
 
 class SiteSet:

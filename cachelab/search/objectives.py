@@ -24,7 +24,6 @@ import json
 import math
 import os
 import statistics
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ import cachelab
 from cachelab import metrics
 from cachelab.models.registry import VideoModel
 from cachelab.search.errors import SearchError
+from cachelab.timing import timed as timed_call
 
 __all__ = [
     "COSTS",
@@ -207,11 +207,6 @@ def _ssim_kernel(video: torch.Tensor) -> int:
     return metrics.SSIM_KERNEL_SIZE if side >= metrics.SSIM_KERNEL_SIZE else max(1, side - (1 - side % 2))
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 # ----------------------------------------------------------------------------------------------------- references
 
 
@@ -256,11 +251,11 @@ def load_references(model: VideoModel, workload: Workload, cache_dir: Path | Non
             model.generate(workload.prompts[:1], workload.seeds[:1], min(_WARMUP_STEPS, workload.steps),
                            workload.guidance)
             warmed = True
-        _sync(device)
-        start = time.perf_counter()
-        video = model.generate([workload.prompts[i]], [workload.seeds[i]], workload.steps, workload.guidance)
-        _sync(device)
-        latency = time.perf_counter() - start if timed else None
+        video, seconds = timed_call(
+            lambda: model.generate([workload.prompts[i]], [workload.seeds[i]], workload.steps, workload.guidance),
+            device,
+        )
+        latency = seconds if timed else None
         ref = Reference(as_rgb_videos(video), latency)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -398,11 +393,9 @@ class Evaluator:
             if self.objectives.needs_latency:  # allocations, kernels and MAC profiling outside the timings
                 model.generate(wl.prompts[:1], wl.seeds[:1], min(_WARMUP_STEPS, wl.steps), wl.guidance)
             for i, (prompt, seed) in enumerate(zip(wl.prompts, wl.seeds)):
-                _sync(self.device)
-                start = time.perf_counter()
-                video = model.generate([prompt], [seed], wl.steps, wl.guidance)
-                _sync(self.device)
-                latency = time.perf_counter() - start
+                video, latency = timed_call(
+                    lambda: model.generate([prompt], [seed], wl.steps, wl.guidance), self.device
+                )
                 stats = handle.stats()
                 video = as_rgb_videos(video)
                 quality, identical = self._quality(video, self.references[i].video)
