@@ -14,7 +14,7 @@ from cachelab.hooks.engine import Runtime
 from cachelab.hooks.registry import hook_of
 from cachelab.hooks.stats import Stats
 from cachelab.models.discovery import find_sites
-from cachelab.models.sites import SiteSet
+from cachelab.hooks.sites import SiteSet
 from cachelab.plan import Plan
 from cachelab.policies import Policy
 from cachelab.spec import PolicySpec, resolve_policy

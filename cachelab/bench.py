@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 import cachelab
 from cachelab import metrics
-from cachelab.models.registry import VideoModel
+from cachelab.zoo.registry import VideoModel
 from cachelab.spec import policy_to_dict, resolve_policy
 from cachelab.timing import timed
 

@@ -76,7 +76,7 @@ def _device_option(fn):
 
 
 def _load_model(name: str, device: str | None):
-    from cachelab.models.registry import create_model
+    from cachelab.zoo.registry import create_model
 
     model = create_model(name, device=device)
     if not model.trained:
@@ -85,7 +85,7 @@ def _load_model(name: str, device: str | None):
 
 
 def _check_generation(model, steps: int, frames: int | None, size: int | None) -> None:
-    from cachelab.models.registry import ModelError
+    from cachelab.zoo.registry import ModelError
 
     if not 1 <= steps <= 1000:
         raise ModelError(f"--steps {steps}: give between 1 and 1000 sampling steps")
@@ -249,7 +249,7 @@ def bench(model_name, policies, steps, num_prompts, guidance, repeats, with_diff
 @click.argument("pattern", default="*")
 def models(pattern: str) -> None:
     """List registered models."""
-    from cachelab.models.registry import list_models, model_entry
+    from cachelab.zoo.registry import list_models, model_entry
 
     table = Table(title="cachelab models", title_justify="left")
     for column in ("model", "weights", "description"):

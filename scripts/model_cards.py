@@ -3,9 +3,9 @@
     python scripts/model_cards.py --bench-dir benchmarks/results/<run> \
         --eval tiny-latte=FILE.jsonl --samples tiny-latte=FILE.pt [...same for tiny-cogvideox]
 
-Reads ``cachelab/models/weights/<name>/training-log.jsonl`` (the training script's log), the uncached row of the
+Reads ``cachelab/zoo/weights/<name>/training-log.jsonl`` (the training script's log), the uncached row of the
 bench report ``<bench-dir>/bench-<name>.json`` (prompt following on its prompts), per model an evaluation file
-(``python -m cachelab.models.evaluate`` output: other guidance scales) and sample videos (the ``.pt`` it saves), and
+(``python -m cachelab.zoo.evaluate`` output: other guidance scales) and sample videos (the ``.pt`` it saves), and
 writes ``README.md``, ``training.png`` and ``samples.png`` next to the weights.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from cachelab import media
-from cachelab.models import bundled
+from cachelab.zoo import bundled
 
 KINDS = {"tiny-latte": "latte", "tiny-cogvideox": "cogvideox"}
 ARCHITECTURE = {
@@ -113,14 +113,14 @@ def main(argv=None) -> None:
             f"A {params / 1e6:.1f} M-parameter pixel-space text-to-video DiT shipped with cachelab. "
             f"{ARCHITECTURE[kind]}",
             "",
-            "Load it with `cachelab.models.registry.create_model(\"%s\")` or as a diffusers pipeline from this "
+            "Load it with `cachelab.zoo.registry.create_model(\"%s\")` or as a diffusers pipeline from this "
             "directory (`DiffusionPipeline.from_pretrained`); generate with `output_type=\"latent\"`: the latents are "
             "the 16 frames of 32x32 RGB in [-1, 1]. The `vae` folder only gives the pipeline scale factors of 1 and "
             "is never run." % name,
             "",
             "## Data",
             "",
-            "Procedural videos (`cachelab/models/shapes.py`): 16 frames of 32x32, one antialiased circle, square or "
+            "Procedural videos (`cachelab/zoo/shapes.py`): 16 frames of 32x32, one antialiased circle, square or "
             "triangle in one of 7 colours on black, moving left, right, up or down at 0.8-1.2 px a frame with "
             "wrap-around from a uniformly random start, so no single frame shows the direction. Prompts: "
             "\"a <colour> <shape> moving <direction>\" (84 combinations, 17-word vocabulary), 10 % dropped to the "
@@ -129,7 +129,7 @@ def main(argv=None) -> None:
             "",
             "## Training",
             "",
-            f"`python -m cachelab.models.training --model {kind}` (see `scripts/train_bundled.sh`): v-prediction on "
+            f"`python -m cachelab.zoo.training --model {kind}` (see `scripts/train_bundled.sh`): v-prediction on "
             "the cosine schedule, AdamW (lr 1e-3, betas 0.9/0.99), warm-up then cosine decay, batch 256, bf16, "
             "compiled blocks, EMA 0.999 (the shipped weights, stored in bf16). " + training.get(name, ""),
             "",

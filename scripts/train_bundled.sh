@@ -13,12 +13,12 @@ pids=()
 for kind in cogvideox latte; do
   args=(--model "$kind" --out "$out/$kind" --minutes "$minutes" --total-minutes "$total")
   if [ -n "$resume" ]; then args+=(--resume "$resume/$kind"); fi
-  python -m cachelab.models.training "${args[@]}" > "$out/train-$kind.log" 2>&1 &
+  python -m cachelab.zoo.training "${args[@]}" > "$out/train-$kind.log" 2>&1 &
   pids+=($!)
 done
 for pid in "${pids[@]}"; do wait "$pid"; done
 for kind in cogvideox latte; do
-  python -m cachelab.models.evaluate "$out/$kind/pipeline" --kind "$kind" --videos 48 --guidance 1.5 3 5 \
+  python -m cachelab.zoo.evaluate "$out/$kind/pipeline" --kind "$kind" --videos 48 --guidance 1.5 3 5 \
     --save "$out/samples-$kind.pt" > "$out/eval-$kind.jsonl" 2>"$out/eval-$kind.err" &
 done
 wait

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from cachelab.bench import _attached, diffusers_cases
 from cachelab.cli import main
-from cachelab.models.registry import create_model
+from cachelab.zoo.registry import create_model
 
 RANDOM = ["tiny-random-latte", "tiny-random-cogvideox"]
 

@@ -5,9 +5,9 @@ import torch
 
 import cachelab
 from configs import NEVER_REUSE
-from cachelab.models.tiny import TINY_TRANSFORMERS
+from tiny import TINY_TRANSFORMERS
 
-# role counts each tiny config must show (layers per stack are in cachelab/models/tiny.py)
+# role counts each tiny config must show (layers per stack are in tests/tiny.py)
 EXPECTED_ROLES = {
     "latte": {"block": 4, "attn.spatial": 2, "attn.temporal": 2, "attn.cross": 2, "ffn": 4},
     "cogvideox": {"block": 2, "attn.joint": 2, "ffn": 2},

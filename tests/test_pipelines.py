@@ -6,7 +6,7 @@ import torch
 import cachelab
 from configs import NEVER_REUSE
 from cachelab.models.pipeline import LoadError, load_pipeline
-from cachelab.models.tiny import PIPELINE_CALL_DEFAULTS, tiny_pipeline
+from tiny import PIPELINE_CALL_DEFAULTS, tiny_pipeline
 
 POLICIES = ["vanilla", "dynamic", "cfg_cache", "pab", "delta_dit", "fastercache"]
 STEPS = 20

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import cachelab
-from cachelab.models.presets import (
+from cachelab.zoo.presets import (
     PRESETS,
     Preset,
     build_preset,

@@ -23,7 +23,7 @@ from click.testing import CliRunner
 import cachelab
 from cachelab import metrics
 from cachelab.cli import main
-from cachelab.models.registry import create_model
+from cachelab.zoo.registry import create_model
 from cachelab.search import (
     SearchError,
     SearchSpaceError,

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cachelab.models import shapes as S
-from cachelab.models.shapes import (
+from cachelab.zoo import shapes as S
+from cachelab.zoo.shapes import (
     COLOUR_NAMES,
     COLOURS,
     DIRECTIONS,

@@ -4,10 +4,10 @@ import json
 
 import torch
 
-from cachelab.models import bundled
-from cachelab.models.evaluate import generate_frames
+from cachelab.zoo import bundled
+from cachelab.zoo.evaluate import generate_frames
 from cachelab.models.pipeline import load_pipeline
-from cachelab.models.training import main
+from cachelab.zoo.training import main
 
 
 def test_tiny_training_resumes_and_exports(tmp_path):

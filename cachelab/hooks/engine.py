@@ -18,7 +18,7 @@ from cachelab.hooks.context import StepContext, StepTracker, plan_contexts
 from cachelab.hooks.history import History, tree_leaves
 from cachelab.hooks.registry import ModuleHook, attach, detach
 from cachelab.hooks.stats import GenerationRecord, Stats
-from cachelab.models.sites import Site, denoiser_key
+from cachelab.hooks.sites import Site, denoiser_key
 
 
 class Controller(Protocol):

@@ -9,7 +9,7 @@ from torch import nn
 
 from cachelab.errors import SiteError
 from cachelab.models.adapters import Adapter, adapter_for
-from cachelab.models.sites import ATTENTION_ROLES, ROLES, Site, SiteSet
+from cachelab.hooks.sites import ATTENTION_ROLES, ROLES, Site, SiteSet
 
 
 def _attention_types() -> tuple[type, ...]:

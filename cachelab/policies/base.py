@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from cachelab.errors import PolicyError
 from cachelab.hooks.context import StepContext
 from cachelab.hooks.engine import Call
-from cachelab.models.sites import Site, SiteSet
+from cachelab.hooks.sites import Site, SiteSet
 from cachelab.policies.schedule import Window
 
 

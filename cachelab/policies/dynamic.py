@@ -8,7 +8,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from cachelab.hooks.history import tree_map2
-from cachelab.models.sites import SiteRole
+from cachelab.hooks.sites import SiteRole
 from cachelab.policies.base import Policy, PolicyConfig
 from cachelab.policies.registry import register_policy
 from cachelab.policies.schedule import Window, interval_compute

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from cachelab.models.sites import ATTENTION_ROLES
+from cachelab.hooks.sites import ATTENTION_ROLES
 from cachelab.policies.base import Policy, PolicyConfig, require_sites
 from cachelab.policies.registry import register_policy
 from cachelab.policies.schedule import Window, interval_compute

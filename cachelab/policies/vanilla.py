@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from cachelab.models.sites import ATTENTION_ROLES, SiteRole
+from cachelab.hooks.sites import ATTENTION_ROLES, SiteRole
 from cachelab.policies.base import Policy, PolicyConfig
 from cachelab.policies.registry import register_policy
 from cachelab.policies.schedule import Window, interval_compute

@@ -34,7 +34,7 @@ import torch
 
 import cachelab
 from cachelab import metrics
-from cachelab.models.registry import VideoModel
+from cachelab.zoo.registry import VideoModel
 from cachelab.search.errors import SearchError
 from cachelab.timing import timed as timed_call
 

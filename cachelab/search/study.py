@@ -36,7 +36,7 @@ from optuna.trial import TrialState
 
 import cachelab
 from cachelab.errors import CachelabError, LayoutError, PolicyError, SiteError
-from cachelab.models.registry import VideoModel, create_model, model_entry
+from cachelab.zoo.registry import VideoModel, create_model, model_entry
 from cachelab.search.errors import SearchError, StudyMismatchError
 from cachelab.search.objectives import Evaluator, Objectives, Workload, load_references, parse_objectives, prune_reason
 from cachelab.search.results import SearchResult, write_results

@@ -19,7 +19,7 @@ def main(argv: list[str]) -> int:
         import optuna
         import torch
 
-        from cachelab.models.registry import create_model
+        from cachelab.zoo.registry import create_model
         from cachelab.search.errors import SearchError
         from cachelab.search.objectives import Evaluator, Workload, load_references, parse_objectives
         from cachelab.search.space import build_space

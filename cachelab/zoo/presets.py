@@ -839,13 +839,13 @@ def preset_pipeline(
 
 
 def preset_video_model(name: str, device, dtype: torch.dtype | None = None, **build_kwargs: Any):
-    """A preset as a :class:`~cachelab.models.registry.VideoModel` for latency work (random weights).
+    """A preset as a :class:`~cachelab.zoo.registry.VideoModel` for latency work (random weights).
 
     Prompts are not encoded (random embeddings from the seed stand in), and the "video" is three channels of the
-    final latents (:func:`~cachelab.models.registry.latents_as_frames`): its values carry no meaning, only the work
+    final latents (:func:`~cachelab.zoo.registry.latents_as_frames`): its values carry no meaning, only the work
     done to produce them.
     """
-    from cachelab.models.registry import VideoModel, latents_as_frames
+    from cachelab.zoo.registry import VideoModel, latents_as_frames
 
     dtype = dtype or (torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32)
     loop = preset_pipeline(name, device=device, dtype=dtype, **build_kwargs)

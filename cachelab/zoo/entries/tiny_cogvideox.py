@@ -1,5 +1,5 @@
-from cachelab.models.bundled import MODEL_DESCRIPTIONS, video_model
-from cachelab.models.registry import register_model
+from cachelab.zoo.bundled import MODEL_DESCRIPTIONS, video_model
+from cachelab.zoo.registry import register_model
 
 
 @register_model("tiny-cogvideox", MODEL_DESCRIPTIONS["tiny-cogvideox"], trained=True)

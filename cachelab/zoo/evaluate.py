@@ -1,6 +1,6 @@
 """Prompt following of the bundled text-to-video models: generate, then check colour, shape and motion.
 
-``python -m cachelab.models.evaluate DIR --kind cogvideox --videos 60 --guidance 1.5 3`` prints one JSON line per
+``python -m cachelab.zoo.evaluate DIR --kind cogvideox --videos 60 --guidance 1.5 3`` prints one JSON line per
 guidance scale. The same functions serve ``cachelab bench`` to compare cached with uncached videos.
 """
 
@@ -12,40 +12,8 @@ from pathlib import Path
 
 import torch
 
-from cachelab.models import bundled, shapes
-
-
-def eval_prompts(n: int) -> list[str]:
-    """``n`` prompts cycling through every colour x shape x direction combination in a fixed shuffled order."""
-    combos = shapes.all_attributes()
-    order = torch.randperm(len(combos), generator=torch.Generator().manual_seed(0)).tolist()
-    return [shapes.prompt_of(combos[order[i % len(combos)]]) for i in range(n)]
-
-
-@torch.no_grad()
-def generate_frames(
-    pipe, kind: str, prompts: list[str], seeds: list[int], steps: int, guidance: float, batch_size: int | None = None
-):
-    """Videos (N, F, 3, H, W) in [-1, 1]; sample ``i`` uses its own generator seeded ``seeds[i]``.
-
-    All prompts go through one pipeline call (one generation, so a cache handle's stats cover all of them) unless
-    ``batch_size`` splits them."""
-    device = pipe.transformer.device
-    batch_size = batch_size or len(prompts)
-    videos = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start : start + batch_size]
-        generators = [torch.Generator(device).manual_seed(s) for s in seeds[start : start + batch_size]]
-        out = pipe(
-            prompt=chunk,
-            negative_prompt=[""] * len(chunk),
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            generator=generators,
-            **bundled.call_kwargs(pipe, kind),
-        ).frames
-        videos.append(bundled.frames_of(kind, out).float().clamp(-1, 1).cpu())
-    return torch.cat(videos)
+from cachelab.zoo import bundled, shapes
+from cachelab.zoo.bundled import eval_prompts, generate_frames  # noqa: F401  (the CLI below and older imports)
 
 
 def prompt_following(videos: torch.Tensor, prompts: list[str]) -> dict[str, float]:
@@ -55,7 +23,7 @@ def prompt_following(videos: torch.Tensor, prompts: list[str]) -> dict[str, floa
 def main(argv=None) -> None:
     from cachelab.models.pipeline import load_pipeline
 
-    p = argparse.ArgumentParser(prog="python -m cachelab.models.evaluate", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m cachelab.zoo.evaluate", description=__doc__.splitlines()[0])
     p.add_argument("pipeline", type=Path, help="a bundled pipeline directory")
     p.add_argument("--kind", choices=["latte", "cogvideox"], required=True)
     p.add_argument("--videos", type=int, default=60)

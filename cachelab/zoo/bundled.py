@@ -1,6 +1,6 @@
 """The two small text-to-video DiTs cachelab ships: their configs, text encoder and diffusers pipelines.
 
-Both models work in pixel space on 16 frames of 32x32 RGB in [-1, 1] (:mod:`cachelab.models.shapes`), inside
+Both models work in pixel space on 16 frames of 32x32 RGB in [-1, 1] (:mod:`cachelab.zoo.shapes`), inside
 diffusers' own pipelines (``LattePipeline``, ``CogVideoXPipeline``). Pixel space means the pipeline's latents
 *are* the frames: generate with ``output_type="latent"``. The VAE component is a one-block
 ``AutoencoderKL``/``AutoencoderKLCogVideoX`` whose config gives the pipelines scale factors of 1; it is never
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from cachelab.models import shapes
+from cachelab.zoo import shapes
 
 #: Where the trained pipelines live in the package (one diffusers pipeline directory each).
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -94,7 +94,7 @@ def text_components(seed: int = 0):
     """(tokenizer, text encoder) shared by both bundled models: word-level, frozen random T5 of width 64."""
     from transformers import T5Config, T5EncoderModel
 
-    from cachelab.models.text import word_level_tokenizer
+    from cachelab.zoo.text import word_level_tokenizer
 
     tokenizer = word_level_tokenizer(shapes.VOCABULARY, split_punctuation=False)
     vocab = {word: i for i, word in enumerate(shapes.VOCABULARY)}
@@ -224,13 +224,73 @@ def to_model_layout(kind: str, videos: torch.Tensor) -> torch.Tensor:
     return videos.transpose(1, 2) if kind == "latte" else videos
 
 
+def eval_prompts(n: int) -> list[str]:
+    """``n`` prompts cycling through every colour x shape x direction combination in a fixed shuffled order."""
+    combos = shapes.all_attributes()
+    order = torch.randperm(len(combos), generator=torch.Generator().manual_seed(0)).tolist()
+    return [shapes.prompt_of(combos[order[i % len(combos)]]) for i in range(n)]
+
+
+@torch.no_grad()
+def generate_frames(
+    pipe, kind: str, prompts: list[str], seeds: list[int], steps: int, guidance: float, batch_size: int | None = None
+):
+    """Videos (N, F, 3, H, W) in [-1, 1]; sample ``i`` uses its own generator seeded ``seeds[i]``.
+
+    All prompts go through one pipeline call (one generation, so a cache handle's stats cover all of them) unless
+    ``batch_size`` splits them."""
+    device = pipe.transformer.device
+    batch_size = batch_size or len(prompts)
+    videos = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        generators = [torch.Generator(device).manual_seed(s) for s in seeds[start : start + batch_size]]
+        out = pipe(
+            prompt=chunk,
+            negative_prompt=[""] * len(chunk),
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=generators,
+            **call_kwargs(pipe, kind),
+        ).frames
+        videos.append(frames_of(kind, out).float().clamp(-1, 1).cpu())
+    return torch.cat(videos)
+
+
+
 def video_model(kind: str, name: str, device: torch.device, dtype: torch.dtype | None = None):
     """The bundled pipeline ``name`` (trained weights in the package) as a :class:`VideoModel`."""
-    from cachelab.models.evaluate import eval_prompts, generate_frames
     from cachelab.models.pipeline import load_pipeline
-    from cachelab.models.registry import ModelError, VideoModel
 
     pipe = load_pipeline(WEIGHTS_DIR / name, dtype=dtype or torch.float32, device=device)
+    return _video_model(pipe, kind, name, trained=True, description=MODEL_DESCRIPTIONS[name])
+
+
+#: The untrained stand-ins' transformer: the bundled architecture at two layers and a quarter of the width.
+RANDOM_OVERRIDES = {
+    "latte": dict(num_layers=2, num_attention_heads=2, attention_head_dim=16, cross_attention_dim=32),
+    "cogvideox": dict(num_layers=2, num_attention_heads=2, attention_head_dim=16, time_embed_dim=32),
+}
+
+
+def random_video_model(kind: str, device: torch.device, dtype: torch.dtype | None = None, seed: int = 0):
+    """An untrained, smaller twin of a bundled model (same pipeline, shapes and prompts): fast CPU tests and demos."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = new_transformer(kind, RANDOM_OVERRIDES[kind]).eval()
+        # training starts from zeroed output projections; a stand-in that is never trained needs them non-zero,
+        # or every output is zero and no cache could change it
+        for parameter in transformer.parameters():
+            if parameter.ndim >= 2 and not parameter.any():
+                torch.nn.init.normal_(parameter, std=0.02)
+        pipe = build_pipeline(kind, transformer)
+    pipe = pipe.to(device=device, dtype=dtype or torch.float32)
+    name = f"tiny-random-{kind}"
+    return _video_model(pipe, kind, name, trained=False, description=RANDOM_DESCRIPTIONS[name])
+
+
+def _video_model(pipe, kind: str, name: str, trained: bool, description: str):
+    from cachelab.zoo.registry import ModelError, VideoModel
 
     def check_prompt(prompt: str) -> None:
         try:
@@ -250,16 +310,16 @@ def video_model(kind: str, name: str, device: torch.device, dtype: torch.dtype |
         name=name,
         target=pipe,
         generate=generate,
-        trained=True,
-        steps=50,
+        trained=trained,
+        steps=50 if trained else 20,
         guidance=DEFAULT_GUIDANCE[kind],
         cfg="batched",
         prompts=eval_prompts,
         transformer=pipe.transformer,
         tensor_format="BCFHW" if kind == "latte" else "BFCHW",
-        description=MODEL_DESCRIPTIONS[name],
+        description=description,
         check_prompt=check_prompt,
-        prompt_following=prompt_following,
+        prompt_following=prompt_following if trained else None,
         limits={"frames": FRAMES, "size": SIZE},
     )
 
@@ -269,4 +329,8 @@ DEFAULT_GUIDANCE = {"latte": 1.5, "cogvideox": 3.0}
 MODEL_DESCRIPTIONS = {
     "tiny-latte": "trained LatteTransformer3DModel, 6.6M params: spatial, temporal and cross attention (16x32x32)",
     "tiny-cogvideox": "trained CogVideoXTransformer3DModel, 5.5M params: joint text-video attention (16x32x32)",
+}
+RANDOM_DESCRIPTIONS = {
+    "tiny-random-latte": "untrained 2-layer twin of tiny-latte (same pipeline and prompts), for tests and CPU demos",
+    "tiny-random-cogvideox": "untrained 2-layer twin of tiny-cogvideox (same pipeline and prompts), for tests and CPU demos",
 }

@@ -10,7 +10,7 @@ metadata) to ``--out``; ``--resume DIR`` starts the next job from them (the opti
 ``--probe-every`` steps it logs how much each prompt word moves the prediction (colour, shape, direction), so a
 word the model learns to ignore shows up early.
 
-Run ``python -m cachelab.models.training --help``; ``--tiny`` is a seconds-long CPU mode used by the tests.
+Run ``python -m cachelab.zoo.training --help``; ``--tiny`` is a seconds-long CPU mode used by the tests.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from cachelab.models import bundled, shapes
+from cachelab.zoo import bundled, shapes
 
 SHARD_BYTES = 15 * 2**20
 TINY_OVERRIDES = {
@@ -37,7 +37,7 @@ TINY_OVERRIDES = {
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m cachelab.models.training", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m cachelab.zoo.training", description=__doc__.splitlines()[0])
     p.add_argument("--model", choices=["latte", "cogvideox"], required=True)
     p.add_argument("--out", type=Path, required=True, help="directory for checkpoint, exported pipeline and logs")
     p.add_argument("--minutes", type=float, default=8.0, help="training time of this job (wall clock)")

@@ -1,5 +1,5 @@
-from cachelab.models.presets import PRESETS, preset_video_model
-from cachelab.models.registry import register_model
+from cachelab.zoo.presets import PRESETS, preset_video_model
+from cachelab.zoo.registry import register_model
 
 
 @register_model("latte-1", "random weights, latency only: " + PRESETS["latte-1"].description, trained=False)

@@ -624,7 +624,7 @@ def tiny_tokenizer(model_max_length: int = 512) -> PreTrainedTokenizerFast:
     like the T5/UMT5 tokenizers the video pipelines expect. ``model_max_length`` only has to exceed the longest
     padding the pipelines request (Latte pads to 120).
     """
-    from cachelab.models.text import word_level_tokenizer
+    from cachelab.zoo.text import word_level_tokenizer
 
     return word_level_tokenizer(TINY_VOCAB, model_max_length)
 

@@ -90,7 +90,7 @@ def register_model(name: str, description: str, trained: bool):
 
 
 def _load_entries() -> None:
-    from cachelab.models import entries
+    from cachelab.zoo import entries
 
     for module in pkgutil.iter_modules(entries.__path__):
         importlib.import_module(f"{entries.__name__}.{module.name}")
