@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import weakref
 from typing import Any, Mapping, Sequence
 
@@ -58,6 +60,7 @@ class CacheHandle:
         cfg_order: CfgOrder = "cond_first",
         num_steps: int | None = None,
         count_macs: bool = True,
+        timestep_arg: str | None = None,
     ):
         denoisers, pipeline = denoisers_of(target)
         self.policy = policy
@@ -70,7 +73,9 @@ class CacheHandle:
         owned = policy.select(self.sites)
         assignments = [(site, policy.controller_for(site)) for site in owned]
         num_train = _num_train_timesteps(pipeline)
-        self.tracker = StepTracker(cfg=cfg, cfg_order=cfg_order, num_steps=num_steps, num_train_timesteps=num_train)
+        self.tracker = StepTracker(
+            cfg=cfg, cfg_order=cfg_order, num_steps=num_steps, num_train_timesteps=num_train, timestep_arg=timestep_arg
+        )
         schedule_source = None
         if pipeline is not None and getattr(pipeline, "scheduler", None) is not None:
             schedule_source = lambda: _timesteps_of(pipeline.scheduler)  # noqa: E731
@@ -78,6 +83,7 @@ class CacheHandle:
         self._scheduler_patched = None
         if schedule_source is not None:
             self._patch_scheduler(pipeline.scheduler)
+        self._contexts_patched = [self._patch_cache_context(m) for m in denoisers.values() if hasattr(m, "cache_context")]
         for model in denoisers.values():
             _HANDLES[model] = self
         self.active = True
@@ -96,6 +102,26 @@ class CacheHandle:
         self._scheduler_patched = (scheduler, "set_timesteps" in scheduler.__dict__, original)
         scheduler.set_timesteps = set_timesteps
 
+    def _patch_cache_context(self, model: nn.Module):
+        """Pipelines of diffusers >= 0.36 name each CFG call with ``transformer.cache_context("cond")``: record the
+        name for the step tracker, which then knows the branch instead of inferring it."""
+        original = model.cache_context
+        tracker = self.tracker
+
+        @functools.wraps(original)
+        @contextlib.contextmanager
+        def cache_context(name, *args, **kwargs):
+            previous, tracker.context_name = tracker.context_name, name
+            try:
+                with original(name, *args, **kwargs):
+                    yield
+            finally:
+                tracker.context_name = previous
+
+        had_instance_attr = "cache_context" in model.__dict__
+        model.cache_context = cache_context
+        return model, had_instance_attr, original
+
     def begin(self, num_steps: int | None = None, timesteps: Sequence[float] | None = None) -> None:
         """Start a new generation at the next denoiser call (for loops that call the transformer directly)."""
         self.tracker.begin(num_steps=num_steps, timesteps=timesteps)
@@ -113,6 +139,12 @@ class CacheHandle:
             else:
                 del scheduler.set_timesteps
             self._scheduler_patched = None
+        for model, had_instance_attr, original in self._contexts_patched:
+            if had_instance_attr:
+                model.cache_context = original
+            else:
+                del model.cache_context
+        self._contexts_patched = []
         for model in self.denoisers.values():
             if _HANDLES.get(model) is self:
                 del _HANDLES[model]
@@ -155,6 +187,7 @@ def apply(
     cfg_order: CfgOrder = "cond_first",
     num_steps: int | None = None,
     count_macs: bool = True,
+    timestep_arg: str | None = None,
     replace: bool = False,
     **params: Any,
 ) -> CacheHandle:
@@ -172,6 +205,8 @@ def apply(
         num_steps: number of sampling steps, for progress schedules when the transformer is called without a
             pipeline (with a pipeline it is read from the scheduler).
         count_macs: measure MACs per site once per input shape (for ``stats()``); costs one slower first call.
+        timestep_arg: the name of the denoiser's timestep parameter, for a model whose parameter is named none of
+            ``timestep``, ``timesteps``, ``t``, ``sigma``, ``sigmas``, ``noise_level`` and contains no ``time``.
         replace: if the model already has a cachelab handle, remove it first instead of raising.
         **params: parameters of the named policy.
     """
@@ -192,7 +227,7 @@ def apply(
         if existing is not None:
             existing.remove()
     resolved = resolve_policy(policy, **params)
-    return CacheHandle(target, resolved, sites, cfg, cfg_order, num_steps, count_macs)
+    return CacheHandle(target, resolved, sites, cfg, cfg_order, num_steps, count_macs, timestep_arg)
 
 
 def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:

@@ -132,16 +132,23 @@ def test_policy_files_and_mappings(tmp_path, model):
         cachelab.apply(model, 2.5, sites=STDIT_SITES)
 
 
-def test_denoiser_call_without_timestep(model):
+def test_denoiser_without_a_timestep_parameter_is_refused_with_how_to_name_it(model):
     class NoTimestep(nn.Module):
         def __init__(self):
             super().__init__()
             self.blocks = nn.ModuleList([nn.Linear(4, 4)])
 
-        def forward(self, hidden_states):
+        def forward(self, hidden_states, noise_scale=None):
             return self.blocks[0](hidden_states)
 
     net = NoTimestep()
-    with cachelab.apply(net, "vanilla", sites={"block": r"blocks\.0"}, roles=["block"]):
-        with pytest.raises(ValueError, match="called without a `timestep`"):
+    with pytest.raises(ValueError, match=r"cannot find the timestep argument of NoTimestep.forward\(hidden_states, "
+                       r"noise_scale\).*timestep, timesteps, t, .*timestep_arg="):
+        cachelab.apply(net, "vanilla", sites={"block": r"blocks\.0"}, roles=["block"])
+    assert "forward" not in net.__dict__  # nothing stays attached
+    with pytest.raises(ValueError, match=r"timestep_arg='sigma_level': NoTimestep.forward has no such parameter"):
+        cachelab.apply(net, "vanilla", sites={"block": r"blocks\.0"}, roles=["block"], timestep_arg="sigma_level")
+    with cachelab.apply(net, "vanilla", sites={"block": r"blocks\.0"}, roles=["block"], timestep_arg="noise_scale"):
+        with pytest.raises(ValueError, match=r"called without its timestep \(looked for 'noise_scale'\)"):
             net(torch.randn(1, 4))
+        net(torch.randn(1, 4), noise_scale=torch.tensor([500.0]))

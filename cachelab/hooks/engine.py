@@ -29,9 +29,17 @@ class Controller(Protocol):
     #: True when ``compute_at`` depends only on the step context, so plans can be built ahead
     static: bool
 
+    #: True when the controller decides how a call runs (``forward``); False when a call either runs unchanged
+    #: or is replaced by ``reuse``, which lets the runtime keep the call's computation in a compiled graph
+    full_control: bool
+
     def compute_at(self, site: Site, ctx: StepContext) -> bool: ...
 
     def forward(self, site: Site, call: "Call") -> Any: ...
+
+    def remember(self, site: Site, call: "Call", output: Any) -> Any: ...
+
+    def reuse(self, site: Site, call: "Call", cached: list[Any]) -> Any: ...
 
 
 class Call:
@@ -171,19 +179,76 @@ def _parameter_positions(fn: Callable) -> dict[str, int]:
     }
 
 
+# What a hook does with one call; decided outside any compiled graph (see ``_SiteHook``).
+_RUN, _RUN_STORE, _REUSE, _EAGER, _PASS = range(5)
+
+
 class _SiteHook(ModuleHook):
+    """The hook of one site.
+
+    Its forward is written for ``torch.compile``: every decision and all bookkeeping (the step context, plans,
+    stored values, counts) happen in methods under ``torch.compiler.disable``, which hand back a small integer
+    and at most a tensor; the site's own computation stays in the caller's graph. A compiled block therefore
+    breaks its graph only at the sites a policy owns, and dynamo guards on nothing that changes between steps
+    (a constant per decision, so a few graphs compiled once). Controllers that take full control of a call
+    (``full_control``) run eagerly.
+    """
+
     def __init__(self, runtime: "Runtime", slot: _SiteSlot):
         self.runtime = runtime
         self.slot = slot
+        self.full_control = getattr(slot.controller, "full_control", True)
+        self._pending: Call | None = None
 
     def new_forward(self, module, original, args, kwargs):
+        mode, value = self._decide(original, args, kwargs)
+        if mode == _RUN:
+            return original(*args, **kwargs)
+        if mode == _REUSE:
+            return value
+        if mode == _RUN_STORE:
+            out = original(*args, **kwargs)
+            self._remember(out)
+            return out
+        return self._eager(original, args, kwargs)
+
+    @torch.compiler.disable
+    def _decide(self, original, args, kwargs):
         runtime = self.runtime
         ctx = runtime.ctx
         if ctx is None:  # called outside a denoiser call (e.g. a block run on its own): behave as if unhooked
-            return original(*args, **kwargs)
+            return _RUN, None
         slot = self.slot
-        if slot.last_use is not None and ctx.step > slot.last_use and slot.history.depth:
+        step = ctx.step
+        if slot.last_use is not None and step > slot.last_use and slot.history.depth:
             slot.history.clear()  # nothing reads it any more in this generation
+        if self.full_control or runtime.flop_counter is not None:
+            return _EAGER, None
+        samples = len(ctx.branches) * ctx.branch_size
+        plan = slot.plan
+        if plan is not None and step < len(plan) and plan[step] and not slot.keep[step]:
+            runtime.record.record(slot.site.key, step, samples, 0)  # the common case, without a Call
+            return _RUN, None
+        call = Call(slot.site, ctx, original, args, kwargs, runtime, slot)
+        if call.should_compute():
+            runtime.record.record(slot.site.key, step, samples, 0)
+            if call.should_store():
+                self._pending = call
+                return _RUN_STORE, None
+            return _RUN, None
+        value = slot.controller.reuse(slot.site, call, call.cached())
+        runtime.record.record(slot.site.key, step, 0, samples)
+        return _REUSE, value
+
+    @torch.compiler.disable
+    def _remember(self, output) -> None:
+        call, self._pending = self._pending, None
+        call.store(self.slot.controller.remember(self.slot.site, call, output))
+
+    @torch.compiler.disable
+    def _eager(self, original, args, kwargs):
+        runtime, slot = self.runtime, self.slot
+        ctx = runtime.ctx
         call = Call(slot.site, ctx, original, args, kwargs, runtime, slot)
         counter = runtime.flop_counter
         if counter is not None:
@@ -197,25 +262,71 @@ class _SiteHook(ModuleHook):
         return out
 
 
+#: Names a denoiser's timestep parameter goes by, in order of preference (HiDream: ``timesteps``; Z-Image: ``t``).
+TIMESTEP_NAMES = ("timestep", "timesteps", "t", "sigma", "sigmas", "noise_level")
+
+
+def timestep_parameter(module: nn.Module, forward: Callable, given: str | None = None) -> str | None:
+    """The name of ``forward``'s timestep parameter: ``given``, else a known name, else the first parameter
+    whose name contains ``time``. None when ``forward`` only takes ``**kwargs`` (looked up by name per call)."""
+    try:
+        params = inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        params = {}
+    open_kwargs = not params or any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if given is not None:
+        if given not in params and not open_kwargs:
+            raise ValueError(
+                f"timestep_arg={given!r}: {type(module).__name__}.forward has no such parameter; its parameters "
+                f"are {', '.join(params)}"
+            )
+        return given
+    for name in TIMESTEP_NAMES:
+        if name in params:
+            return name
+    for name in params:
+        if "time" in name:
+            return name
+    if open_kwargs:
+        return None
+    raise ValueError(
+        f"cachelab cannot find the timestep argument of {type(module).__name__}.forward({', '.join(params)}): it "
+        f"looked for a parameter named {', '.join(TIMESTEP_NAMES)} or containing 'time'. cachelab derives the "
+        "denoising step from it; name it with cachelab.apply(..., timestep_arg='<parameter name>')."
+    )
+
+
 class _DenoiserHook(ModuleHook):
+    """The hook of a whole denoiser: places each call in sampling (step, CFG branch) and runs the controller of
+    the denoiser site if a policy owns it. Like :class:`_SiteHook`, its bookkeeping runs outside compiled graphs;
+    a call that is profiled for MACs or decided by a denoiser-level policy (CFG-Cache) runs eagerly."""
+
     def __init__(self, runtime: "Runtime", site: Site, slot: _SiteSlot | None, original_forward: Callable):
         self.runtime = runtime
         self.site = site
         self.slot = slot
         positions = _parameter_positions(original_forward)
-        self.timestep_position = positions.get("timestep")
+        given = runtime.tracker.timestep_arg
+        self.timestep_name = timestep_parameter(site.module, original_forward, given)
+        self.timestep_position = positions.get(self.timestep_name) if self.timestep_name else None
         self.sample_names = [n for n in ("hidden_states", "sample", "x", "latents") if n in positions]
+        self._profile_signature: tuple | None = None
 
-    def _timestep(self, args, kwargs) -> float:
-        t = kwargs.get("timestep")
+    def _timestep(self, args, kwargs):
+        name = self.timestep_name
+        if name is None:  # forward(**kwargs): look for a known name in this call
+            name = next((n for n in TIMESTEP_NAMES if n in kwargs), None)
+        t = kwargs.get(name) if name is not None else None
         if t is None and self.timestep_position is not None and self.timestep_position < len(args):
             t = args[self.timestep_position]
         if t is None:
+            looked = repr(name) if name else ", ".join(TIMESTEP_NAMES)
             raise ValueError(
-                f"{type(self.site.module).__name__}.forward was called without a `timestep`: cachelab derives the "
-                "denoising step from it. Pass timestep=... (positionally or by keyword)."
+                f"{type(self.site.module).__name__}.forward was called without its timestep (looked for {looked}): "
+                "cachelab derives the denoising step from it. Pass it by keyword or position, or name the "
+                "parameter with cachelab.apply(..., timestep_arg='<parameter name>')."
             )
-        return self.runtime.tracker.timestep_value(t)
+        return t
 
     def _sample(self, args, kwargs) -> torch.Tensor | None:
         for name in self.sample_names:
@@ -226,40 +337,66 @@ class _DenoiserHook(ModuleHook):
         return None
 
     def new_forward(self, module, original, args, kwargs):
+        mode = self._enter(args, kwargs)
+        if mode == _PASS:
+            return original(*args, **kwargs)
+        if mode == _EAGER:
+            return self._eager(original, args, kwargs)
+        try:
+            return original(*args, **kwargs)
+        finally:
+            self._exit()
+
+    @torch.compiler.disable
+    def _enter(self, args, kwargs) -> int:
         runtime = self.runtime
         if runtime.ctx is not None:  # a denoiser nested in another's call (never in diffusers): just run it
-            return original(*args, **kwargs)
-        t = self._timestep(args, kwargs)
+            return _PASS
         tracker = runtime.tracker
-        new_generation, call_index = tracker.advance(t)
+        t, index = tracker.read_timestep(self._timestep(args, kwargs))
+        new_generation, call_index = tracker.advance(t, index)
         if new_generation:
-            runtime.start_generation(t)
+            runtime.start_generation(t, index)
         sample = self._sample(args, kwargs)
         batch = int(sample.shape[0]) if sample is not None else 1
         branches = tracker.branches_for_call(call_index, batch, sample)
         ctx = tracker.context(t, branches, max(batch // len(branches), 1))
         runtime.ctx = ctx
         runtime.record.logical_samples[(self.site.key, ctx.step)] += batch
-        try:
-            signature = _signature(args, kwargs)
-            if runtime.needs_profile(self.site, signature):
-                with flop_counter.FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS) as counter:
-                    runtime.flop_counter = counter
-                    try:
-                        out = self._dispatch(original, args, kwargs, ctx)
-                    finally:
-                        runtime.flop_counter = None
-                if runtime.profile_complete(signature, self.site, counter.get_total_flops() / 2, ctx):
-                    runtime.use_profile(self.site, signature)
-            else:
-                runtime.use_profile(self.site, signature)
-                out = self._dispatch(original, args, kwargs, ctx)
-        finally:
-            runtime.ctx = None
+        signature = _signature(args, kwargs) if runtime.count_macs else ()
+        if runtime.needs_profile(self.site, signature):
+            self._profile_signature = signature
+            return _EAGER
+        runtime.use_profile(self.site, signature)
+        return _RUN if self.slot is None else _EAGER
+
+    @torch.compiler.disable
+    def _exit(self) -> None:
+        runtime = self.runtime
+        runtime.ctx = None
         if runtime.track_cache:
             held, needed = runtime.cache_bytes()
             runtime.peak_cache = (max(runtime.peak_cache[0], held), max(runtime.peak_cache[1], needed))
-        return out
+
+    @torch.compiler.disable
+    def _eager(self, original, args, kwargs):
+        runtime = self.runtime
+        signature, self._profile_signature = self._profile_signature, None
+        ctx = runtime.ctx
+        try:
+            if signature is None:
+                return self._dispatch(original, args, kwargs, ctx)
+            with flop_counter.FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS) as counter:
+                runtime.flop_counter = counter
+                try:
+                    out = self._dispatch(original, args, kwargs, ctx)
+                finally:
+                    runtime.flop_counter = None
+            if runtime.profile_complete(signature, self.site, counter.get_total_flops() / 2, ctx):
+                runtime.use_profile(self.site, signature)
+            return out
+        finally:
+            self._exit()
 
     def _dispatch(self, original, args, kwargs, ctx):
         if self.slot is None:
@@ -352,14 +489,14 @@ class Runtime:
             slot.history.clear()
             slot.state.clear()
 
-    def start_generation(self, first_timestep: float) -> None:
+    def start_generation(self, first_timestep: float, index: int | None = None) -> None:
         """Called on the first denoiser call of a generation: clear stored values, build plans."""
         self.reset_state()
         if self.schedule_source is not None and self.tracker.schedule is None:
             timesteps = self.schedule_source()
             if timesteps is not None and len(timesteps):
                 self.tracker.set_schedule(timesteps)
-        self.tracker.align(first_timestep)
+                self.tracker.align(first_timestep, index)
         self.record = GenerationRecord(generation=self.tracker.generation, num_steps=self.tracker.num_steps)
         self.records.append(self.record)
         num_steps = self.tracker.num_steps

@@ -96,6 +96,12 @@ class Policy:
 
     # -- shared behaviour --------------------------------------------------------------------------------------
     @property
+    def full_control(self) -> bool:
+        """Whether this policy overrides :meth:`forward` (the engine then runs its calls eagerly, outside compiled
+        graphs); policies that only say when to compute and how to reuse keep compute in the graph."""
+        return type(self).forward is not Policy.forward
+
+    @property
     def needs_timesteps(self) -> bool:
         """Whether plans need the real timestep schedule (some window is in timesteps)."""
         return any(w.unit == "timestep" for w in windows_of(self.config))
