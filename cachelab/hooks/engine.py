@@ -29,8 +29,8 @@ class Controller(Protocol):
     #: True when ``compute_at`` depends only on the step context, so plans can be built ahead
     static: bool
 
-    #: True when the controller decides how a call runs (``forward``); False when a call either runs unchanged
-    #: or is replaced by ``reuse``, which lets the runtime keep the call's computation in a compiled graph
+    #: True when the controller overrides ``forward``; False when its calls follow the plan (run unchanged, or
+    #: replaced by ``reuse``), which lets the runtime skip building a :class:`Call` on plain compute steps
     full_control: bool
 
     def compute_at(self, site: Site, ctx: StepContext) -> bool: ...
@@ -42,8 +42,23 @@ class Controller(Protocol):
     def reuse(self, site: Site, call: "Call", cached: list[Any]) -> Any: ...
 
 
+class Deferred:
+    """A run of the original forward that the runtime performs after the controller has decided (see
+    :meth:`Call.defer`): on ``args``/``kwargs``, holding ``branches``, then ``then(output)`` gives the call's value."""
+
+    __slots__ = ("args", "kwargs", "branches", "then")
+
+    def __init__(self, args, kwargs, branches, then):
+        self.args, self.kwargs, self.branches, self.then = args, kwargs, branches, then
+
+
 class Call:
-    """One intercepted forward: its inputs, the original forward, and the services a controller may use."""
+    """One intercepted forward: its inputs, the original forward, and the services a controller may use.
+
+    A controller computes with :meth:`run` (runs now) or returns :meth:`defer` (the runtime runs it). Both give the
+    same values; deferring keeps the computation in the caller's graph under ``torch.compile``, since the
+    controller itself always runs outside compiled graphs.
+    """
 
     __slots__ = ("site", "ctx", "original", "args", "kwargs", "runtime", "computed_branches", "_slot")
 
@@ -73,6 +88,29 @@ class Call:
             runtime.ctx = outer
         self.computed_branches += branches
         return out
+
+    def defer(
+        self,
+        args: tuple | None = None,
+        kwargs: dict | None = None,
+        branches: tuple[str, ...] | None = None,
+        then: Callable[[Any], Any] | None = None,
+    ) -> Deferred:
+        """Ask the runtime to run the original forward (as :meth:`run` would) and return ``then(output)``
+        (``output`` itself without ``then``). Return the result from ``forward``."""
+        return Deferred(
+            self.args if args is None else args,
+            self.kwargs if kwargs is None else kwargs,
+            self.ctx.branches if branches is None else branches,
+            then,
+        )
+
+    def resolve(self, result: Any) -> Any:
+        """The value of a ``forward`` result: a :class:`Deferred` is run here, now."""
+        if not isinstance(result, Deferred):
+            return result
+        output = self.run(result.args, result.kwargs, result.branches)
+        return output if result.then is None else result.then(output)
 
     def argument(self, name: str, default: Any = None) -> Any:
         """An input of the call by parameter name (positional or keyword)."""
@@ -180,36 +218,50 @@ def _parameter_positions(fn: Callable) -> dict[str, int]:
 
 
 # What a hook does with one call; decided outside any compiled graph (see ``_SiteHook``).
-_RUN, _RUN_STORE, _REUSE, _EAGER, _PASS = range(5)
+_RUN, _DEFERRED, _REUSE, _EAGER, _PASS = range(5)
+
+
+def _begin_deferred(runtime: "Runtime", call: Call, deferred: Deferred) -> None:
+    """Before the runtime runs a deferred forward: sites inside it see the branches it holds."""
+    if deferred.branches != call.ctx.branches:
+        runtime.ctx = call.ctx.with_branches(deferred.branches)
+
+
+def _end_deferred(runtime: "Runtime", call: Call, deferred: Deferred, output: Any) -> Any:
+    runtime.ctx = call.ctx
+    call.computed_branches += deferred.branches
+    return output if deferred.then is None else deferred.then(output)
 
 
 class _SiteHook(ModuleHook):
     """The hook of one site.
 
-    Its forward is written for ``torch.compile``: every decision and all bookkeeping (the step context, plans,
-    stored values, counts) happen in methods under ``torch.compiler.disable``, which hand back a small integer
-    and at most a tensor; the site's own computation stays in the caller's graph. A compiled block therefore
+    Its forward is written for ``torch.compile``: the controller's decision and all bookkeeping (the step context,
+    plans, stored values, counts) run in methods under ``torch.compiler.disable``, which hand back a small integer
+    and what to run or return; the site's own computation stays in the caller's graph. A compiled block therefore
     breaks its graph only at the sites a policy owns, and dynamo guards on nothing that changes between steps
-    (a constant per decision, so a few graphs compiled once). Controllers that take full control of a call
-    (``full_control``) run eagerly.
+    (a constant per kind of decision, so a few graphs compiled once).
     """
 
     def __init__(self, runtime: "Runtime", slot: _SiteSlot):
         self.runtime = runtime
         self.slot = slot
         self.full_control = getattr(slot.controller, "full_control", True)
-        self._pending: Call | None = None
+        self._pending: tuple[Call, Deferred] | None = None
 
     def new_forward(self, module, original, args, kwargs):
-        mode, value = self._decide(original, args, kwargs)
+        mode, payload = self._decide(original, args, kwargs)
         if mode == _RUN:
             return original(*args, **kwargs)
         if mode == _REUSE:
-            return value
-        if mode == _RUN_STORE:
-            out = original(*args, **kwargs)
-            self._remember(out)
-            return out
+            return payload
+        if mode == _DEFERRED:
+            try:
+                output = original(*payload.args, **payload.kwargs)
+            except BaseException:
+                self._abandon()
+                raise
+            return self._finish(output)
         return self._eager(original, args, kwargs)
 
     @torch.compiler.disable
@@ -222,28 +274,33 @@ class _SiteHook(ModuleHook):
         step = ctx.step
         if slot.last_use is not None and step > slot.last_use and slot.history.depth:
             slot.history.clear()  # nothing reads it any more in this generation
-        if self.full_control or runtime.flop_counter is not None:
+        if runtime.flop_counter is not None:
             return _EAGER, None
-        samples = len(ctx.branches) * ctx.branch_size
         plan = slot.plan
-        if plan is not None and step < len(plan) and plan[step] and not slot.keep[step]:
-            runtime.record.record(slot.site.key, step, samples, 0)  # the common case, without a Call
+        if not self.full_control and plan is not None and step < len(plan) and plan[step] and not slot.keep[step]:
+            runtime.record.record(slot.site.key, step, len(ctx.branches) * ctx.branch_size, 0)  # without a Call
             return _RUN, None
         call = Call(slot.site, ctx, original, args, kwargs, runtime, slot)
-        if call.should_compute():
-            runtime.record.record(slot.site.key, step, samples, 0)
-            if call.should_store():
-                self._pending = call
-                return _RUN_STORE, None
-            return _RUN, None
-        value = slot.controller.reuse(slot.site, call, call.cached())
-        runtime.record.record(slot.site.key, step, 0, samples)
-        return _REUSE, value
+        result = slot.controller.forward(slot.site, call)
+        if isinstance(result, Deferred):
+            _begin_deferred(runtime, call, result)
+            self._pending = (call, result)
+            return _DEFERRED, result
+        runtime.count(slot.site, call)
+        return _REUSE, result
 
     @torch.compiler.disable
-    def _remember(self, output) -> None:
-        call, self._pending = self._pending, None
-        call.store(self.slot.controller.remember(self.slot.site, call, output))
+    def _finish(self, output):
+        (call, deferred), self._pending = self._pending, None
+        value = _end_deferred(self.runtime, call, deferred, output)
+        self.runtime.count(self.slot.site, call)
+        return value
+
+    @torch.compiler.disable
+    def _abandon(self) -> None:
+        call, _ = self._pending
+        self._pending = None
+        self.runtime.ctx = call.ctx
 
     @torch.compiler.disable
     def _eager(self, original, args, kwargs):
@@ -251,13 +308,10 @@ class _SiteHook(ModuleHook):
         ctx = runtime.ctx
         call = Call(slot.site, ctx, original, args, kwargs, runtime, slot)
         counter = runtime.flop_counter
-        if counter is not None:
-            before = counter.get_total_flops()
-            out = slot.controller.forward(slot.site, call)
-            if call.computed_branches == ctx.branches:
-                runtime.profile_site(slot.site, (counter.get_total_flops() - before) / 2, ctx)
-        else:
-            out = slot.controller.forward(slot.site, call)
+        before = counter.get_total_flops() if counter is not None else 0
+        out = call.resolve(slot.controller.forward(slot.site, call))
+        if counter is not None and call.computed_branches == ctx.branches:
+            runtime.profile_site(slot.site, (counter.get_total_flops() - before) / 2, ctx)
         runtime.count(slot.site, call)
         return out
 
@@ -311,6 +365,7 @@ class _DenoiserHook(ModuleHook):
         self.timestep_position = positions.get(self.timestep_name) if self.timestep_name else None
         self.sample_names = [n for n in ("hidden_states", "sample", "x", "latents") if n in positions]
         self._profile_signature: tuple | None = None
+        self._pending: tuple[Call, Deferred] | None = None
 
     def _timestep(self, args, kwargs):
         name = self.timestep_name
@@ -337,21 +392,27 @@ class _DenoiserHook(ModuleHook):
         return None
 
     def new_forward(self, module, original, args, kwargs):
-        mode = self._enter(args, kwargs)
+        mode, payload = self._enter(original, args, kwargs)
         if mode == _PASS:
             return original(*args, **kwargs)
         if mode == _EAGER:
             return self._eager(original, args, kwargs)
+        if mode == _REUSE:
+            return payload
+        if mode == _DEFERRED:
+            args, kwargs = payload.args, payload.kwargs
         try:
-            return original(*args, **kwargs)
-        finally:
+            output = original(*args, **kwargs)
+        except BaseException:
             self._exit()
+            raise
+        return self._finish(output)
 
     @torch.compiler.disable
-    def _enter(self, args, kwargs) -> int:
+    def _enter(self, original, args, kwargs):
         runtime = self.runtime
         if runtime.ctx is not None:  # a denoiser nested in another's call (never in diffusers): just run it
-            return _PASS
+            return _PASS, None
         tracker = runtime.tracker
         t, index = tracker.read_timestep(self._timestep(args, kwargs))
         new_generation, call_index = tracker.advance(t, index)
@@ -366,14 +427,35 @@ class _DenoiserHook(ModuleHook):
         signature = _signature(args, kwargs) if runtime.count_macs else ()
         if runtime.needs_profile(self.site, signature):
             self._profile_signature = signature
-            return _EAGER
+            return _EAGER, None
         runtime.use_profile(self.site, signature)
-        return _RUN if self.slot is None else _EAGER
+        if self.slot is None:
+            return _RUN, None
+        call = Call(self.site, ctx, original, args, kwargs, runtime, self.slot)
+        result = self.slot.controller.forward(self.site, call)
+        if isinstance(result, Deferred):
+            _begin_deferred(runtime, call, result)
+            self._pending = (call, result)
+            return _DEFERRED, result
+        runtime.count(self.site, call)
+        self._exit()
+        return _REUSE, result
+
+    @torch.compiler.disable
+    def _finish(self, output):
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            call, deferred = pending
+            output = _end_deferred(self.runtime, call, deferred, output)
+            self.runtime.count(self.site, call)
+        self._exit()
+        return output
 
     @torch.compiler.disable
     def _exit(self) -> None:
         runtime = self.runtime
         runtime.ctx = None
+        self._pending = None
         if runtime.track_cache:
             held, needed = runtime.cache_bytes()
             runtime.peak_cache = (max(runtime.peak_cache[0], held), max(runtime.peak_cache[1], needed))
@@ -402,7 +484,7 @@ class _DenoiserHook(ModuleHook):
         if self.slot is None:
             return original(*args, **kwargs)
         call = Call(self.site, ctx, original, args, kwargs, self.runtime, self.slot)
-        out = self.slot.controller.forward(self.site, call)
+        out = call.resolve(self.slot.controller.forward(self.site, call))
         self.runtime.count(self.site, call)
         return out
 

@@ -86,13 +86,19 @@ class Policy:
         return cached[0]
 
     def forward(self, site: Site, call: Call) -> Any:
-        """Full control over one call; the default follows the plan and the methods above."""
+        """Full control over one call; the default follows the plan and the methods above.
+
+        Computing through ``call.defer(then=...)`` rather than ``call.run()`` lets the runtime run the site inside
+        a compiled graph; ``call.run()`` is simpler and gives the same values."""
         if call.should_compute():
-            output = call.run()
             if call.should_store():
-                call.store(self.remember(site, call, output))
-            return output
+                return call.defer(then=lambda output: self._keep(site, call, output))
+            return call.defer()
         return self.reuse(site, call, call.cached())
+
+    def _keep(self, site: Site, call: Call, output: Any) -> Any:
+        call.store(self.remember(site, call, output))
+        return output
 
     # -- shared behaviour --------------------------------------------------------------------------------------
     @property

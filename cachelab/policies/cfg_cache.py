@@ -141,42 +141,48 @@ class CfgCache(Policy):
         if branches == ("uncond", "cond"):
             return self._batched(call)
         if branches == ("cond",):
-            output = call.run()
-            call.state["cond"] = (call.ctx.step, output)
-            return output
+            return call.defer(then=lambda output: self._keep_first(call, output))
         if branches == ("uncond",):
             return self._second_call(call)
-        return call.run()
+        return call.defer()
 
     # -- the two CFG styles ------------------------------------------------------------------------------------
     def _full(self, call) -> bool:
         return call.planned_compute() or "delta" not in call.state
 
     def _batched(self, call):
-        state = call.state
         if self._full(call):
-            output = call.run()
-            if call.should_store():
-                uncond, cond = sample_of(output).chunk(2)
-                self._store(state, uncond, cond)
-            return output
+            return call.defer(then=lambda output: self._keep_batched(call, output)) if call.should_store() else call.defer()
         n = call.ctx.branch_size
         args, kwargs = _cond_half(call.args, call.kwargs, 2 * n)
-        output = call.run(args, kwargs, branches=("cond",))
+        return call.defer(args, kwargs, branches=("cond",), then=lambda output: self._with_rebuilt_uncond(call, output))
+
+    def _keep_batched(self, call, output):
+        uncond, cond = sample_of(output).chunk(2)
+        self._store(call.state, uncond, cond)
+        return output
+
+    def _with_rebuilt_uncond(self, call, output):
         cond = sample_of(output)
-        uncond = self._rebuild(call, cond)
-        return with_sample(output, torch.cat([uncond, cond]))
+        return with_sample(output, torch.cat([self._rebuild(call, cond), cond]))
+
+    def _keep_first(self, call, output):
+        call.state["cond"] = (call.ctx.step, output)
+        return output
 
     def _second_call(self, call):
         # Rebuilt from the step's first call; the formula is symmetric in which branch comes first.
         state = call.state
         step, first_output = state.get("cond", (None, None))
         if step != call.ctx.step or self._full(call):
-            output = call.run()
             if step == call.ctx.step and call.should_store():
-                self._store(state, sample_of(output), sample_of(first_output))
-            return output
+                return call.defer(then=lambda output: self._keep_second(call, output, first_output))
+            return call.defer()
         return with_sample(first_output, self._rebuild(call, sample_of(first_output)))
+
+    def _keep_second(self, call, output, first_output):
+        self._store(call.state, sample_of(output), sample_of(first_output))
+        return output
 
     # -- the math ----------------------------------------------------------------------------------------------
     def _store(self, state: dict, uncond: torch.Tensor, cond: torch.Tensor) -> None:

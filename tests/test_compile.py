@@ -1,0 +1,94 @@
+"""torch.compile over hooked models: graphs compile in the first generation only, break only at cachelab's
+decisions, and give the eager cached outputs bit for bit. CPU, ``aot_eager`` backend (dynamo and AOT autograd
+without code generation), counting graphs and breaks with dynamo's counters."""
+
+import pytest
+import torch
+import torch._dynamo as dynamo
+from torch._dynamo.utils import counters
+
+import cachelab
+from tiny import TINY_TRANSFORMERS
+
+STEPS = 6
+TIMESTEPS = torch.linspace(950, 50, STEPS).tolist()
+EVERYWHERE = {"window": [0, 1]}
+POLICIES = {
+    "vanilla": {"interval": 2, **EVERYWHERE},
+    "dynamic": {"interval": 2, **EVERYWHERE},
+    "pab": {"spatial_interval": 2, "joint_interval": 2, **EVERYWHERE},
+    "delta_dit": {"interval": 2, "span": 1},
+    "cfg_cache": {"interval": 2, **EVERYWHERE},
+    "fastercache": {"dynamic": {"interval": 2, **EVERYWHERE}, "cfg_cache": {"interval": 2, **EVERYWHERE}},
+}
+# the functions cachelab keeps outside compiled graphs; a break anywhere else would be a bug of ours
+DECISIONS = ("_decide", "_finish", "_enter", "_eager", "_abandon", "_exit")
+
+
+@pytest.fixture(scope="module")
+def cogvideox():
+    spec = TINY_TRANSFORMERS["cogvideox"]
+    inputs = [spec.inputs(2, t) for t in TIMESTEPS]
+    for kw in inputs:  # batched CFG: [uncond, cond] with the same latents
+        kw["hidden_states"] = torch.cat([kw["hidden_states"][:1]] * 2)
+    return spec, inputs
+
+
+def generate(model, inputs):
+    with torch.no_grad():
+        return torch.stack([model(**kw)[0] for kw in inputs])
+
+
+def compile_model(model, how):
+    if how == "whole":
+        model.compile(backend="aot_eager")
+    else:  # regional: the repeated blocks, as diffusers' compile_repeated_blocks does
+        for block in model.transformer_blocks:
+            block.compile(backend="aot_eager")
+
+
+def break_reasons() -> list[str]:
+    return list(counters["graph_break"])
+
+
+@pytest.mark.parametrize(
+    "policy,how",
+    [(p, "whole") for p in POLICIES] + [("fastercache", "regional"), ("pab", "regional")],
+)
+def test_compiled_cached_model_compiles_once_and_equals_eager(cogvideox, policy, how):
+    spec, inputs = cogvideox
+    model = spec.build()
+    with cachelab.apply(model, policy, num_steps=STEPS, **POLICIES[policy]) as handle:
+        eager = generate(model, inputs)
+        assert handle.stats().computed_fraction < 1.0
+        compile_model(model, how)
+        dynamo.reset()
+        counters.clear()
+        first = generate(model, inputs)
+        graphs = counters["stats"]["unique_graphs"]
+        reasons = break_reasons()
+        assert graphs > 0, "nothing was compiled"
+        assert all(any(name in reason for name in DECISIONS) for reason in reasons), reasons
+        counters.clear()
+        later = [generate(model, inputs) for _ in range(2)]
+        assert counters["stats"]["unique_graphs"] == 0, "recompiled in a later generation"
+        assert not break_reasons() or counters["stats"].get("calls_captured", 0) == 0
+        for out in [first, *later]:
+            assert torch.equal(out, eager)
+        assert handle.stats().computed_fraction < 1.0  # the compiled runs still skip the same work
+    dynamo.reset()
+
+
+def test_compiled_model_without_a_cache_has_no_breaks_and_hooks_leave_no_trace(cogvideox):
+    spec, inputs = cogvideox
+    model = spec.build()
+    reference = generate(model, inputs)
+    handle = cachelab.apply(model, "pab", num_steps=STEPS, **POLICIES["pab"])
+    generate(model, inputs)
+    handle.remove()
+    compile_model(model, "whole")
+    dynamo.reset()
+    counters.clear()
+    assert torch.equal(generate(model, inputs), reference)
+    assert break_reasons() == []
+    dynamo.reset()
