@@ -221,7 +221,8 @@ class StepTracker:
 
     def _start(self, t: float, index: int | None) -> None:
         self.generation += 1
-        if not self._pending_begin:  # not announced: the schedule of an earlier generation says nothing here
+        if not self._pending_begin and not self._restarts_schedule(t, index):
+            # not announced, and not the known schedule run again: that schedule says nothing here
             self._schedule, self._schedule_tensor, self._num_steps = None, None, None
         self._pending_begin = False
         self._call, self._direction, self._calls_per_step = 0, 0, None
@@ -229,6 +230,14 @@ class StepTracker:
         self._map = None
         self._step = 0
         self.align(t, index)
+
+    def _restarts_schedule(self, t: float, index: int | None) -> bool:
+        if not self._schedule:
+            return False
+        if index is not None:
+            return index == 0
+        self._choose_map(t)
+        return self._nearest(self._on_schedule(t), 0) == 0
 
     def align(self, t: float, index: int | None = None) -> None:
         """Place the first call of a generation: at its schedule position (img2img starts late), and choose how
