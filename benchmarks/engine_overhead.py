@@ -1,0 +1,222 @@
+"""What the framework costs on a GPU: small eager workloads, and torch.compile with and without caches.
+
+Parts (one per run, so that each fits a short job):
+
+* ``eager``: one prompt on a model (launch-bound at small sizes): uncached, hooks that never reuse, and every
+  seed policy at its defaults. Each case: one warm-up generation (MAC profiling, allocations), then ``--repeats``
+  timed ones; cases are timed in turn, round after round, so that drift hits all of them alike. The uncached case
+  runs in every round, and the spread of its timings is the run-to-run spread.
+* ``compile``: ``--prompts`` prompts, compiled ``regional`` (each transformer block, as diffusers'
+  ``compile_repeated_blocks`` does) and ``whole`` (``transformer.compile()``): uncached and cached, each compiled
+  from scratch (``torch._dynamo.reset()``). The warm-up generation compiles; graphs compiled during the timed
+  generations are counted (0 means no recompilation).
+* ``profile``: kernel launches and host time of one generation per case (torch.profiler), for the eager part.
+
+usage: python benchmarks/engine_overhead.py --part eager --model tiny-cogvideox --out OUT_DIR
+Writes ``<part>-<model>.json`` and ``.md`` into OUT_DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+from pathlib import Path
+
+import torch
+
+import cachelab
+from cachelab.bench import NEVER_REUSE
+from cachelab.timing import timed
+from cachelab.zoo.registry import create_model
+
+SEED_POLICIES = ["vanilla", "dynamic", "cfg_cache", "pab", "delta_dit", "fastercache"]
+
+
+def device_name() -> str:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
+
+
+def commit() -> str:
+    if os.environ.get("CACHELAB_COMMIT"):
+        return os.environ["CACHELAB_COMMIT"]
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+class Case:
+    def __init__(self, name: str, policy):
+        self.name, self.policy = name, policy
+        self.handle = None
+        self.times: list[float] = []
+        self.fraction: float | None = None
+        self.graphs_after_warmup: int | None = None
+
+
+def eager_cases() -> list[Case]:
+    return [Case("uncached", None), Case("hooks, never reuse", NEVER_REUSE)] + [Case(p, p) for p in SEED_POLICIES]
+
+
+def run_eager(model, args) -> list[Case]:
+    prompts, seeds = model.prompts(args.prompts), list(range(args.prompts))
+    dev = next(model.transformer.parameters()).device
+    cases = eager_cases()
+    generate = lambda: model.generate(prompts, seeds, args.steps, model.guidance)  # noqa: E731
+    for case in cases:  # warm-up and MACs
+        with _applied(model, case):
+            generate()
+            case.fraction = case.handle.stats().computed_fraction if case.handle else 1.0
+    for _ in range(args.repeats):
+        for case in cases:
+            with _applied(model, case):
+                case.times.append(timed(generate, dev)[1])
+    return cases
+
+
+class _applied:
+    def __init__(self, model, case: Case):
+        self.model, self.case = model, case
+
+    def __enter__(self):
+        if self.case.policy is not None:
+            self.case.handle = cachelab.apply(self.model.target, self.case.policy, cfg=self.model.cfg)
+        return self.case.handle
+
+    def __exit__(self, *exc):
+        if self.case.handle is not None:
+            self.case.handle.remove()
+
+
+def run_compile(model, args) -> list[Case]:
+    from torch._dynamo.utils import counters
+
+    prompts, seeds = model.prompts(args.prompts), list(range(args.prompts))
+    dev = next(model.transformer.parameters()).device
+    generate = lambda: model.generate(prompts, seeds, args.steps, model.guidance)  # noqa: E731
+    cases = []
+    for mode in args.modes:
+        for policy in [None, *args.policies]:
+            case = Case(f"{mode}: {policy or 'uncached'}", policy)
+            torch._dynamo.reset()
+            transformer = model.transformer
+            with _applied(model, case):
+                if mode == "whole":
+                    transformer.compile()
+                else:
+                    for name, blocks in transformer.named_children():
+                        if isinstance(blocks, torch.nn.ModuleList):
+                            for block in blocks:
+                                block.compile()
+                _, compile_seconds = timed(generate, dev)
+                case.fraction = case.handle.stats().computed_fraction if case.handle else 1.0
+                counters.clear()
+                for _ in range(args.repeats):
+                    case.times.append(timed(generate, dev)[1])
+                case.graphs_after_warmup = int(counters["stats"].get("unique_graphs", 0))
+                case.compile_seconds = compile_seconds
+            _uncompile(transformer)
+            cases.append(case)
+            print(f"{case.name}: {statistics.median(case.times):.3f} s (first run {compile_seconds:.1f} s, "
+                  f"graphs compiled later {case.graphs_after_warmup})", flush=True)
+    return cases
+
+
+def _uncompile(transformer) -> None:
+    for module in transformer.modules():
+        module._compiled_call_impl = None
+
+
+def run_profile(model, args) -> list[dict]:
+    from torch.profiler import ProfilerActivity, profile
+
+    prompts, seeds = model.prompts(args.prompts), list(range(args.prompts))
+    generate = lambda: model.generate(prompts, seeds, args.steps, model.guidance)  # noqa: E731
+    rows = []
+    for case in eager_cases():
+        with _applied(model, case):
+            generate()
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                generate()
+        events = prof.key_averages()
+        launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
+        host = sum(e.self_cpu_time_total for e in events) / 1e6
+        top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
+        rows.append({"case": case.name, "kernel_launches": launches, "host_seconds": host,
+                     "top_host_ops": [(e.key, e.count, e.self_cpu_time_total / 1e6) for e in top]})
+        print(f"{case.name}: {launches} launches, host {host:.3f} s", flush=True)
+    return rows
+
+
+def table(cases: list[Case], baselines: dict[str, float]) -> str:
+    lines = ["| case | ideal speedup | latency s (median) | speedup | of ideal | graphs compiled after warm-up |",
+             "|---|---|---|---|---|---|"]
+    for case in cases:
+        median = statistics.median(case.times)
+        base = baselines[case.name.split(":")[0] if ":" in case.name else ""]
+        ideal = 1 / case.fraction if case.fraction else float("nan")
+        speed = base / median
+        of_ideal = "-" if case.policy is None and ":" in case.name or case.name == "uncached" else f"{speed / ideal:.1%}"
+        graphs = "-" if case.graphs_after_warmup is None else str(case.graphs_after_warmup)
+        lines.append(f"| {case.name} | {ideal:.2f}x | {median:.4f} | {speed:.3f}x | {of_ideal} | {graphs} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--part", choices=["eager", "compile", "profile"], required=True)
+    p.add_argument("--model", default="tiny-cogvideox")
+    p.add_argument("--prompts", type=int, default=1)
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--modes", default="regional,whole", help="compile part: regional, whole or both")
+    p.add_argument("--policies", default="fastercache,pab", help="compile part: cached cases")
+    p.add_argument("--dtype", default=None, choices=[None, "bf16", "fp16", "fp32"])
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    args.modes = [m for m in args.modes.split(",") if m]
+    args.policies = [x for x in args.policies.split(",") if x]
+    args.out.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, None: None}[args.dtype]
+    model = create_model(args.model, device=device, dtype=dtype)
+    meta = {
+        "device": device_name(),
+        "command": "python benchmarks/engine_overhead.py " + " ".join(argv or __import__("sys").argv[1:]),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": commit(),
+        "torch": torch.__version__,
+        "model": args.model, "prompts": args.prompts, "steps": args.steps, "repeats": args.repeats,
+    }
+    stem = args.out / f"{args.part}-{args.model}"
+    if args.part == "profile":
+        rows = run_profile(model, args)
+        stem.with_suffix(".json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
+        return
+    cases = run_eager(model, args) if args.part == "eager" else run_compile(model, args)
+    baselines = {}
+    for case in cases:
+        if case.policy is None:
+            baselines[case.name.split(":")[0] if ":" in case.name else ""] = statistics.median(case.times)
+    uncached = [c for c in cases if c.policy is None]
+    spread = {c.name: (min(c.times), max(c.times)) for c in uncached}
+    md = table(cases, baselines)
+    rows = [{"case": c.name, "policy": c.policy, "times": c.times, "computed_fraction": c.fraction,
+             "graphs_compiled_after_warmup": c.graphs_after_warmup,
+             "first_generation_seconds": getattr(c, "compile_seconds", None)} for c in cases]
+    stem.with_suffix(".json").write_text(json.dumps({**meta, "spread": spread, "rows": rows}, indent=2))
+    header = (f"{meta['device']}, {meta['date']}, commit {meta['commit'][:10]}, torch {meta['torch']}\n\n"
+              f"`{meta['command']}`\n\n{args.model}, {args.prompts} prompt(s), {args.steps} steps, median of "
+              f"{args.repeats}; uncached spread (min-max): "
+              + ", ".join(f"{k} {lo:.4f}-{hi:.4f} s" for k, (lo, hi) in spread.items()) + "\n\n")
+    stem.with_suffix(".md").write_text(header + md + "\n")
+    print(header + md, flush=True)
+
+
+if __name__ == "__main__":
+    main()
