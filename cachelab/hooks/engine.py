@@ -16,7 +16,7 @@ from torch.utils import flop_counter
 
 from cachelab.hooks.context import StepContext, StepTracker, plan_contexts
 from cachelab.hooks.history import History, tree_leaves
-from cachelab.hooks.registry import ModuleHook, attach, detach
+from cachelab.hooks.registry import ModuleHook, attach, detach_all
 from cachelab.hooks.stats import GenerationRecord, Stats
 from cachelab.hooks.sites import Site, denoiser_key
 
@@ -318,7 +318,7 @@ class Runtime:
         #: when True, the largest cache footprint seen at the end of any denoiser call is kept in peak_cache
         self.track_cache = False
         self.peak_cache = (0, 0)
-        self._attached: list[nn.Module] = []
+        self._attached: list[tuple[nn.Module, str]] = []  # (module, hook name), in attach order
         self._denoiser_sites: dict[str, Site] = {}
         for site, controller in assignments:
             self.slots[site.key] = _SiteSlot(site, controller, site.module.forward)
@@ -330,20 +330,22 @@ class Runtime:
                     site = owned[0]
                 self._denoiser_sites[site.key] = site
                 slot = self.slots.get(site.key)
-                attach(model, _DenoiserHook(self, site, slot, model.forward))
-                self._attached.append(model)
+                name = f"cachelab:{site.key}"
+                attach(model, _DenoiserHook(self, site, slot, model.forward), name)
+                self._attached.append((model, name))
             for site in self.sites:
                 if site.role != "denoiser":
-                    attach(site.module, _SiteHook(self, self.slots[site.key]))
-                    self._attached.append(site.module)
+                    name = f"cachelab:{site.key}"
+                    attach(site.module, _SiteHook(self, self.slots[site.key]), name)
+                    self._attached.append((site.module, name))
         except Exception:
             self.detach()
             raise
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def detach(self) -> None:
-        for module in reversed(self._attached):
-            detach(module)
+        """Detach every hook, or none (:class:`~cachelab.errors.HookStackError` says what blocks it)."""
+        detach_all(reversed(self._attached))
         self._attached.clear()
         self.reset_state()
 
