@@ -4,6 +4,7 @@ from cachelab.api import CacheHandle, apply, handle_of
 from cachelab.errors import (
     AlreadyAppliedError,
     CachelabError,
+    HookStackError,
     LayoutError,
     PolicyError,
     SiteError,
@@ -36,4 +37,5 @@ __all__ = [
     "TargetError",
     "AlreadyAppliedError",
     "LayoutError",
+    "HookStackError",
 ]

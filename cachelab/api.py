@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from cachelab.errors import AlreadyAppliedError, TargetError
+from cachelab.errors import AlreadyAppliedError, HookStackError, TargetError
 from cachelab.hooks.context import CfgMode, CfgOrder, StepTracker
 from cachelab.hooks.engine import Runtime
 from cachelab.hooks.registry import hook_of
@@ -94,12 +94,13 @@ class CacheHandle:
         original = scheduler.set_timesteps
         tracker = self.tracker
 
+        @functools.wraps(original)  # keeps the signature: diffusers' retrieve_timesteps looks for `sigmas` in it
         def set_timesteps(*args, **kwargs):
             out = original(*args, **kwargs)
             tracker.begin(timesteps=_timesteps_of(scheduler))
             return out
 
-        self._scheduler_patched = (scheduler, "set_timesteps" in scheduler.__dict__, original)
+        self._scheduler_patched = (scheduler, scheduler.__dict__.get("set_timesteps"), set_timesteps)
         scheduler.set_timesteps = set_timesteps
 
     def _patch_cache_context(self, model: nn.Module):
@@ -131,13 +132,19 @@ class CacheHandle:
         """Detach every hook: the model behaves bit-identically to one that never had hooks."""
         if not self.active:
             return
-        self.runtime.detach()
-        if self._scheduler_patched is not None:
-            scheduler, had_instance_attr, original = self._scheduler_patched
-            if had_instance_attr:
-                scheduler.set_timesteps = original
-            else:
+        patched = self._scheduler_patched
+        if patched is not None and patched[0].__dict__.get("set_timesteps") is not patched[2]:
+            raise HookStackError(
+                f"cannot detach cachelab, nothing was detached: {type(patched[0]).__name__}.set_timesteps was "
+                "replaced after cachelab wrapped it; restore that replacement first"
+            )
+        self.runtime.detach()  # all hooks or none
+        if patched is not None:
+            scheduler, previous, _ = patched
+            if previous is None:
                 del scheduler.set_timesteps
+            else:
+                scheduler.set_timesteps = previous
             self._scheduler_patched = None
         for model, had_instance_attr, original in self._contexts_patched:
             if had_instance_attr:

@@ -21,5 +21,9 @@ class AlreadyAppliedError(CachelabError, RuntimeError):
     """A model already carries cachelab hooks."""
 
 
+class HookStackError(CachelabError, RuntimeError):
+    """A cachelab hook cannot be detached (or extended): a wrapper cachelab cannot unwrap sits on top of it."""
+
+
 class LayoutError(CachelabError, ValueError):
     """A tensor has a layout a policy cannot work on."""

@@ -16,7 +16,7 @@ from torch.utils import flop_counter
 
 from cachelab.hooks.context import StepContext, StepTracker, plan_contexts
 from cachelab.hooks.history import History, tree_leaves
-from cachelab.hooks.registry import ModuleHook, attach, detach
+from cachelab.hooks.registry import ModuleHook, attach, detach_all
 from cachelab.hooks.stats import GenerationRecord, Stats
 from cachelab.hooks.sites import Site, denoiser_key
 
@@ -221,6 +221,19 @@ def _parameter_positions(fn: Callable) -> dict[str, int]:
 _RUN, _DEFERRED, _REUSE, _EAGER, _PASS = range(5)
 
 
+class _OutsideGraphs:
+    """Gives a hook its bookkeeping methods twice: as they are, for eager calls, and under
+    ``torch.compiler.disable`` for calls that dynamo traces. The disabled wrapper costs microseconds per call,
+    which launch-bound eager workloads would feel at every hooked site."""
+
+    _eager_methods: dict
+    _disabled: dict
+
+    def _methods(self):
+        """The bookkeeping methods for this call: disabled ones while dynamo traces."""
+        return self._disabled if torch.compiler.is_compiling() else self._eager_methods
+
+
 def _begin_deferred(runtime: "Runtime", call: Call, deferred: Deferred) -> None:
     """Before the runtime runs a deferred forward: sites inside it see the branches it holds."""
     if deferred.branches != call.ctx.branches:
@@ -233,7 +246,7 @@ def _end_deferred(runtime: "Runtime", call: Call, deferred: Deferred, output: An
     return output if deferred.then is None else deferred.then(output)
 
 
-class _SiteHook(ModuleHook):
+class _SiteHook(_OutsideGraphs, ModuleHook):
     """The hook of one site.
 
     Its forward is written for ``torch.compile``: the controller's decision and all bookkeeping (the step context,
@@ -248,9 +261,13 @@ class _SiteHook(ModuleHook):
         self.slot = slot
         self.full_control = getattr(slot.controller, "full_control", True)
         self._pending: tuple[Call, Deferred] | None = None
+        self._eager_methods = {"decide": self._decide, "finish": self._finish, "abandon": self._abandon,
+                               "eager": self._eager}
+        self._disabled = {k: torch.compiler.disable(v) for k, v in self._eager_methods.items()}
 
     def new_forward(self, module, original, args, kwargs):
-        mode, payload = self._decide(original, args, kwargs)
+        methods = self._methods()
+        mode, payload = methods["decide"](original, args, kwargs)
         if mode == _RUN:
             return original(*args, **kwargs)
         if mode == _REUSE:
@@ -259,12 +276,11 @@ class _SiteHook(ModuleHook):
             try:
                 output = original(*payload.args, **payload.kwargs)
             except BaseException:
-                self._abandon()
+                methods["abandon"]()
                 raise
-            return self._finish(output)
-        return self._eager(original, args, kwargs)
+            return methods["finish"](output)
+        return methods["eager"](original, args, kwargs)
 
-    @torch.compiler.disable
     def _decide(self, original, args, kwargs):
         runtime = self.runtime
         ctx = runtime.ctx
@@ -289,20 +305,17 @@ class _SiteHook(ModuleHook):
         runtime.count(slot.site, call)
         return _REUSE, result
 
-    @torch.compiler.disable
     def _finish(self, output):
         (call, deferred), self._pending = self._pending, None
         value = _end_deferred(self.runtime, call, deferred, output)
         self.runtime.count(self.slot.site, call)
         return value
 
-    @torch.compiler.disable
     def _abandon(self) -> None:
         call, _ = self._pending
         self._pending = None
         self.runtime.ctx = call.ctx
 
-    @torch.compiler.disable
     def _eager(self, original, args, kwargs):
         runtime, slot = self.runtime, self.slot
         ctx = runtime.ctx
@@ -350,7 +363,7 @@ def timestep_parameter(module: nn.Module, forward: Callable, given: str | None =
     )
 
 
-class _DenoiserHook(ModuleHook):
+class _DenoiserHook(_OutsideGraphs, ModuleHook):
     """The hook of a whole denoiser: places each call in sampling (step, CFG branch) and runs the controller of
     the denoiser site if a policy owns it. Like :class:`_SiteHook`, its bookkeeping runs outside compiled graphs;
     a call that is profiled for MACs or decided by a denoiser-level policy (CFG-Cache) runs eagerly."""
@@ -366,6 +379,8 @@ class _DenoiserHook(ModuleHook):
         self.sample_names = [n for n in ("hidden_states", "sample", "x", "latents") if n in positions]
         self._profile_signature: tuple | None = None
         self._pending: tuple[Call, Deferred] | None = None
+        self._eager_methods = {"enter": self._enter, "finish": self._finish, "exit": self._exit, "eager": self._eager}
+        self._disabled = {k: torch.compiler.disable(v) for k, v in self._eager_methods.items()}
 
     def _timestep(self, args, kwargs):
         name = self.timestep_name
@@ -392,11 +407,12 @@ class _DenoiserHook(ModuleHook):
         return None
 
     def new_forward(self, module, original, args, kwargs):
-        mode, payload = self._enter(original, args, kwargs)
+        methods = self._methods()
+        mode, payload = methods["enter"](original, args, kwargs)
         if mode == _PASS:
             return original(*args, **kwargs)
         if mode == _EAGER:
-            return self._eager(original, args, kwargs)
+            return methods["eager"](original, args, kwargs)
         if mode == _REUSE:
             return payload
         if mode == _DEFERRED:
@@ -404,11 +420,10 @@ class _DenoiserHook(ModuleHook):
         try:
             output = original(*args, **kwargs)
         except BaseException:
-            self._exit()
+            methods["exit"]()
             raise
-        return self._finish(output)
+        return methods["finish"](output)
 
-    @torch.compiler.disable
     def _enter(self, original, args, kwargs):
         runtime = self.runtime
         if runtime.ctx is not None:  # a denoiser nested in another's call (never in diffusers): just run it
@@ -441,7 +456,6 @@ class _DenoiserHook(ModuleHook):
         self._exit()
         return _REUSE, result
 
-    @torch.compiler.disable
     def _finish(self, output):
         pending, self._pending = self._pending, None
         if pending is not None:
@@ -451,7 +465,6 @@ class _DenoiserHook(ModuleHook):
         self._exit()
         return output
 
-    @torch.compiler.disable
     def _exit(self) -> None:
         runtime = self.runtime
         runtime.ctx = None
@@ -460,7 +473,6 @@ class _DenoiserHook(ModuleHook):
             held, needed = runtime.cache_bytes()
             runtime.peak_cache = (max(runtime.peak_cache[0], held), max(runtime.peak_cache[1], needed))
 
-    @torch.compiler.disable
     def _eager(self, original, args, kwargs):
         runtime = self.runtime
         signature, self._profile_signature = self._profile_signature, None
@@ -537,7 +549,7 @@ class Runtime:
         #: when True, the largest cache footprint seen at the end of any denoiser call is kept in peak_cache
         self.track_cache = False
         self.peak_cache = (0, 0)
-        self._attached: list[nn.Module] = []
+        self._attached: list[tuple[nn.Module, str]] = []  # (module, hook name), in attach order
         self._denoiser_sites: dict[str, Site] = {}
         for site, controller in assignments:
             self.slots[site.key] = _SiteSlot(site, controller, site.module.forward)
@@ -549,20 +561,22 @@ class Runtime:
                     site = owned[0]
                 self._denoiser_sites[site.key] = site
                 slot = self.slots.get(site.key)
-                attach(model, _DenoiserHook(self, site, slot, model.forward))
-                self._attached.append(model)
+                name = f"cachelab:{site.key}"
+                attach(model, _DenoiserHook(self, site, slot, model.forward), name)
+                self._attached.append((model, name))
             for site in self.sites:
                 if site.role != "denoiser":
-                    attach(site.module, _SiteHook(self, self.slots[site.key]))
-                    self._attached.append(site.module)
+                    name = f"cachelab:{site.key}"
+                    attach(site.module, _SiteHook(self, self.slots[site.key]), name)
+                    self._attached.append((site.module, name))
         except Exception:
             self.detach()
             raise
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def detach(self) -> None:
-        for module in reversed(self._attached):
-            detach(module)
+        """Detach every hook, or none (:class:`~cachelab.errors.HookStackError` says what blocks it)."""
+        detach_all(reversed(self._attached))
         self._attached.clear()
         self.reset_state()
 
