@@ -153,6 +153,30 @@ def run_profile(model, args) -> list[dict]:
     return rows
 
 
+def run_pyprofile(model, args) -> str:
+    """cProfile of one generation per case: where the host's time goes (the GPU waits on it when launch-bound)."""
+    import cProfile
+    import io
+    import pstats
+
+    prompts, seeds = model.prompts(args.prompts), list(range(args.prompts))
+    generate = lambda: model.generate(prompts, seeds, args.steps, model.guidance)  # noqa: E731
+    report = io.StringIO()
+    for case in [Case("uncached", None), Case("hooks, never reuse", NEVER_REUSE), Case("fastercache", "fastercache")]:
+        with _applied(model, case):
+            generate()
+            profiler = cProfile.Profile()
+            profiler.enable()
+            generate()
+            torch.cuda.synchronize() if torch.cuda.is_available() else None
+            profiler.disable()
+        report.write(f"\n## {case.name}\n")
+        stats = pstats.Stats(profiler, stream=report)
+        stats.sort_stats("tottime").print_stats(25)
+        stats.sort_stats("cumulative").print_stats("cachelab", 25)
+    return report.getvalue()
+
+
 def table(cases: list[Case], baselines: dict[str, float]) -> str:
     lines = ["| case | ideal speedup | latency s (median) | speedup | of ideal | graphs compiled after warm-up |",
              "|---|---|---|---|---|---|"]
@@ -169,7 +193,7 @@ def table(cases: list[Case], baselines: dict[str, float]) -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=["eager", "compile", "profile"], required=True)
+    p.add_argument("--part", choices=["eager", "compile", "profile", "pyprofile"], required=True)
     p.add_argument("--model", default="tiny-cogvideox")
     p.add_argument("--prompts", type=int, default=1)
     p.add_argument("--steps", type=int, default=50)
@@ -194,6 +218,10 @@ def main(argv=None) -> None:
         "model": args.model, "prompts": args.prompts, "steps": args.steps, "repeats": args.repeats,
     }
     stem = args.out / f"{args.part}-{args.model}"
+    if args.part == "pyprofile":
+        text = run_pyprofile(model, args)
+        stem.with_suffix(".txt").write_text(text)
+        return
     if args.part == "profile":
         rows = run_profile(model, args)
         stem.with_suffix(".json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
