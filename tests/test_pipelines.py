@@ -6,7 +6,7 @@ import torch
 import cachelab
 from configs import NEVER_REUSE
 from cachelab.models.pipeline import LoadError, load_pipeline
-from tiny import PIPELINE_CALL_DEFAULTS, tiny_pipeline
+from tiny_pipelines import CALL_DEFAULTS, tiny_pipeline
 
 POLICIES = ["vanilla", "dynamic", "cfg_cache", "pab", "delta_dit", "fastercache"]
 STEPS = 20
@@ -20,7 +20,7 @@ def generate(pipe, kind, prompt="a red circle moving left", seed=0, guidance=5.0
         guidance_scale=guidance,
         generator=torch.Generator().manual_seed(seed),
         output_type="latent",
-        **PIPELINE_CALL_DEFAULTS[kind],
+        **CALL_DEFAULTS[kind],
         **kwargs,
     )
     return out.frames

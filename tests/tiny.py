@@ -1,4 +1,4 @@
-"""Tiny, randomly initialised diffusers denoisers and pipelines that run in milliseconds on CPU.
+"""Tiny, randomly initialised diffusers denoisers that run in milliseconds on CPU.
 
 They exist for tests and demos of cache policies: every builder works offline from a config written here (no hub
 ids, no downloads), and every model keeps the block structure of the real checkpoint family (same classes, same
@@ -7,10 +7,8 @@ block kinds, the same kind of conditioning) at a width of 16-32 channels and one
 * :data:`TINY_TRANSFORMERS` maps a short name to a :class:`TinySpec`: ``spec.build()`` returns the denoiser in
   ``eval()`` mode and ``spec.inputs(batch, timestep)`` the keyword arguments for ``model(**kwargs)``, shaped the
   way the matching diffusers pipeline calls the model.
-* :func:`tiny_pipeline` assembles a real ``LattePipeline``, ``CogVideoXPipeline`` or ``WanPipeline`` from tiny
-  components (transformer, VAE, scheduler, text encoder and a word-level tokenizer), which survives
-  ``save_pretrained`` / ``DiffusionPipeline.from_pretrained`` offline. :data:`PIPELINE_CALL_DEFAULTS` holds
-  call arguments (sizes, frame counts, sequence lengths) that fit those components.
+* Whole pipelines (these transformers with tiny VAEs, schedulers, text encoders and word-level tokenizers) are
+  built by ``tiny_pipelines.tiny_pipeline``.
 
 Conventions of ``spec.inputs(batch, timestep, seed=0)``:
 
@@ -25,35 +23,16 @@ Conventions of ``spec.inputs(batch, timestep, seed=0)``:
 * Some kwargs have no batch dimension, as in the pipelines: Flux ``img_ids``/``txt_ids``, PixArt
   ``added_cond_kwargs``, Allegro ``image_rotary_emb``, LTX ``num_frames``/``height``/``width``/
   ``rope_interpolation_scale``.
-
-Two caveats of the save/load round trip, both from the libraries rather than from these configs:
-
-* Loading a ``WanTransformer3DModel`` needs ``accelerate``: without it diffusers turns ``low_cpu_mem_usage`` off
-  and then refuses any class with ``_keep_in_fp32_modules``.
-* Reloaded weights are memory-mapped safetensors, not 64-byte aligned, and MKL's CPU GEMMs may then round the
-  last bit differently. Bitwise comparisons across a reload need ``MKL_CBWR=AUTO,STRICT`` in the environment of
-  the process (or the parameters cloned into fresh storage); otherwise latents agree to about 1e-5.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch
 
-if TYPE_CHECKING:  # only for annotations: importing diffusers/transformers takes seconds
-    from diffusers import DiffusionPipeline
-    from transformers import PreTrainedTokenizerFast
-
-__all__ = [
-    "PIPELINE_CALL_DEFAULTS",
-    "TINY_TRANSFORMERS",
-    "TinySpec",
-    "tiny_pipeline",
-    "tiny_text_encoder",
-    "tiny_tokenizer",
-]
+__all__ = ["TINY_TRANSFORMERS", "TinySpec"]
 
 
 @dataclass(frozen=True)
@@ -598,204 +577,3 @@ TINY_TRANSFORMERS: dict[str, TinySpec] = {
     "mochi": TinySpec(_build_mochi, _mochi_inputs),
     "allegro": TinySpec(_build_allegro, _allegro_inputs),
 }
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Text side: tokenizer and encoders
-# --------------------------------------------------------------------------------------------------------------
-
-#: T5 convention: pad = 0, eos = 1, unk = 2. Everything else is a small vocabulary for demo prompts.
-TINY_VOCAB: tuple[str, ...] = (
-    "<pad>", "</s>", "<unk>",
-    "a", "an", "the", "of", "and", "with", "in", "on", "to", ",", ".",
-    "video", "image", "photo",
-    "red", "green", "blue", "yellow", "magenta", "cyan", "white", "black",
-    "small", "big", "bright", "dark",
-    "circle", "square", "triangle", "ball", "box", "cat", "dog", "bird", "car",
-    "moving", "moves", "rolling", "flying", "running", "fast", "slowly",
-    "left", "right", "up", "down", "background",
-)  # fmt: skip
-
-
-def tiny_tokenizer(model_max_length: int = 512) -> PreTrainedTokenizerFast:
-    """A word-level fast tokenizer over :data:`TINY_VOCAB`, built offline with the ``tokenizers`` package.
-
-    It lowercases, splits on whitespace and punctuation, maps unknown words to ``<unk>`` and appends ``</s>``
-    like the T5/UMT5 tokenizers the video pipelines expect. ``model_max_length`` only has to exceed the longest
-    padding the pipelines request (Latte pads to 120).
-    """
-    from cachelab.zoo.text import word_level_tokenizer
-
-    return word_level_tokenizer(TINY_VOCAB, model_max_length)
-
-
-_TEXT_ENCODER_KINDS = {"latte": "t5", "cogvideox": "t5", "wan": "umt5", "t5": "t5", "umt5": "umt5"}
-
-
-def tiny_text_encoder(kind: str, seed: int = 0) -> torch.nn.Module:
-    """A one-layer, 32-wide T5 (Latte, CogVideoX) or UMT5 (Wan) encoder over :data:`TINY_VOCAB`, in eval mode.
-
-    ``kind`` is a pipeline kind (``"latte"``, ``"cogvideox"``, ``"wan"``) or an encoder family (``"t5"``,
-    ``"umt5"``).
-    """
-    family = _TEXT_ENCODER_KINDS.get(kind)
-    if family is None:
-        raise ValueError(f"unknown text encoder kind {kind!r}; expected one of {sorted(_TEXT_ENCODER_KINDS)}")
-    # T5 v1.1 settings (gated GELU, no dropout), as in the checkpoints these pipelines ship with.
-    common = dict(
-        vocab_size=len(TINY_VOCAB),
-        d_model=TEXT_DIM,
-        d_kv=8,
-        d_ff=64,
-        num_layers=1,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        relative_attention_max_distance=32,
-        dropout_rate=0.0,
-        feed_forward_proj="gated-gelu",
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-    )
-    if family == "t5":
-        from transformers import T5Config, T5EncoderModel
-
-        return _seeded(lambda: T5EncoderModel(T5Config(**common)), seed)
-    from transformers import UMT5Config, UMT5EncoderModel
-
-    return _seeded(lambda: UMT5EncoderModel(UMT5Config(**common)), seed)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Pipelines
-# --------------------------------------------------------------------------------------------------------------
-
-#: Call arguments that fit the tiny components: ``pipe(prompt=..., **PIPELINE_CALL_DEFAULTS[kind])``.
-#: Every choice gives an 8x8 latent. Latte names its frame count ``video_length`` and always pads text to 120
-#: tokens (no ``max_sequence_length``); ``clean_caption=False`` skips the bs4/ftfy caption cleaning. CogVideoX's
-#: ``max_sequence_length`` must equal the transformer's ``max_text_seq_length``.
-PIPELINE_CALL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "latte": {"height": 16, "width": 16, "video_length": LATTE_FRAMES, "clean_caption": False},
-    "cogvideox": {"height": 32, "width": 32, "num_frames": COGVIDEOX_FRAMES, "max_sequence_length": TEXT_LEN},
-    "wan": {"height": 32, "width": 32, "num_frames": WAN_FRAMES, "max_sequence_length": TEXT_LEN},
-}
-
-
-def _latte_vae(seed: int):
-    from diffusers import AutoencoderKL
-
-    # Two blocks: one 2x downsampling, so 16x16 frames <-> 8x8 latents (LattePipeline reads the factor from
-    # ``len(block_out_channels)``).
-    return _seeded(
-        lambda: AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-            up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-            block_out_channels=(8, 8),
-            layers_per_block=1,
-            latent_channels=LATENT_CHANNELS,
-            norm_num_groups=4,
-            sample_size=16,
-        ),
-        seed,
-    )
-
-
-def _cogvideox_vae(seed: int):
-    from diffusers import AutoencoderKLCogVideoX
-
-    # Three blocks: 4x spatial compression; the first log2(4) = 2 blocks also halve time, so 9 <-> 3 frames.
-    return _seeded(
-        lambda: AutoencoderKLCogVideoX(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("CogVideoXDownBlock3D",) * 3,
-            up_block_types=("CogVideoXUpBlock3D",) * 3,
-            block_out_channels=(8, 8, 8),
-            latent_channels=LATENT_CHANNELS,
-            layers_per_block=1,
-            norm_num_groups=2,
-            temporal_compression_ratio=4,
-            sample_height=32,
-            sample_width=32,
-        ),
-        seed,
-    )
-
-
-def _wan_vae(seed: int):
-    from diffusers import AutoencoderKLWan
-
-    # Two downsampling stages, both also halving time: 4x spatial and 4x temporal compression. The scale factors
-    # and per-channel latent statistics are config values the pipeline reads, so they are set to match.
-    return _seeded(
-        lambda: AutoencoderKLWan(
-            base_dim=8,
-            z_dim=LATENT_CHANNELS,
-            dim_mult=[1, 1, 1],
-            num_res_blocks=1,
-            temperal_downsample=[True, True],
-            latents_mean=[0.0] * LATENT_CHANNELS,
-            latents_std=[1.0] * LATENT_CHANNELS,
-            scale_factor_spatial=4,
-            scale_factor_temporal=4,
-        ),
-        seed,
-    )
-
-
-def tiny_pipeline(kind: str, seed: int = 0) -> DiffusionPipeline:
-    """A real diffusers video pipeline built from tiny random components.
-
-    ``kind`` is ``"latte"`` (LattePipeline, DDIM), ``"cogvideox"`` (CogVideoXPipeline, CogVideoX-DDIM,
-    v-prediction) or ``"wan"`` (WanPipeline, flow-matching Euler). ``seed`` seeds every component. The progress bar
-    is disabled. Call it with :data:`PIPELINE_CALL_DEFAULTS` ``[kind]`` for sizes that fit.
-    """
-    from diffusers import (
-        CogVideoXDDIMScheduler,
-        CogVideoXPipeline,
-        DDIMScheduler,
-        FlowMatchEulerDiscreteScheduler,
-        LattePipeline,
-        WanPipeline,
-    )
-
-    components = {"tokenizer": tiny_tokenizer(), "text_encoder": tiny_text_encoder(kind, seed)}
-    if kind == "latte":
-        pipe = LattePipeline(
-            transformer=_build_latte(seed),
-            vae=_latte_vae(seed),
-            # Latte-1's scheduler; it has no ``variance_type``, so the pipeline drops the learned-sigma channels.
-            scheduler=DDIMScheduler(beta_schedule="linear", clip_sample=False),
-            **components,
-        )
-    elif kind == "cogvideox":
-        pipe = CogVideoXPipeline(
-            transformer=_build_cogvideox(seed),
-            vae=_cogvideox_vae(seed),
-            # CogVideoX-2b's scheduler settings.
-            scheduler=CogVideoXDDIMScheduler(
-                beta_start=0.00085,
-                beta_end=0.012,
-                beta_schedule="scaled_linear",
-                clip_sample=False,
-                prediction_type="v_prediction",
-                rescale_betas_zero_snr=True,
-                set_alpha_to_one=True,
-                snr_shift_scale=3.0,
-                timestep_spacing="trailing",
-            ),
-            **components,
-        )
-    elif kind == "wan":
-        pipe = WanPipeline(
-            transformer=_build_wan(seed),
-            vae=_wan_vae(seed),
-            scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-            **components,
-        )
-    else:
-        raise ValueError(f"unknown pipeline kind {kind!r}; expected one of {sorted(PIPELINE_CALL_DEFAULTS)}")
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
