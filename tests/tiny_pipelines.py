@@ -67,8 +67,13 @@ TINY_VOCAB: tuple[str, ...] = (
 #: CLIP tokenizers pad to their ``model_max_length``; the CLIP encoders' position table has exactly this size.
 CLIP_LENGTH = 77
 
-#: A chat template for the Qwen tokenizers: HunyuanVideo-1.5 formats prompts with ``apply_chat_template``.
-CHAT_TEMPLATE = "{% for message in messages %}{{ message['role'] }} : {{ message['content'] }} . {% endfor %}"
+#: A chat template for the Qwen tokenizers: HunyuanVideo-1.5 formats prompts with ``apply_chat_template`` and then
+#: crops the first 108 tokens (its system prompt under Qwen's tokenizer). The system message therefore renders as
+#: exactly 108 one-token words here, so that the crop keeps the user's prompt and CFG has something to guide by.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'system' %}{{ 'a ' * 108 }}"
+    "{% else %}{{ message['content'] }} . {% endif %}{% endfor %}"
+)
 
 
 def tiny_tokenizer(model_max_length: int = 512, chat_template: str | None = None) -> PreTrainedTokenizerFast:
