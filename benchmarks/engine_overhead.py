@@ -200,12 +200,16 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--modes", default="regional,whole", help="compile part: regional, whole or both")
     p.add_argument("--policies", default="fastercache,pab", help="compile part: cached cases")
+    p.add_argument("--static-shapes", action="store_true",
+                   help="compile part: no automatic dynamic shapes (CFG-Cache's half batches get graphs of their own)")
     p.add_argument("--dtype", default=None, choices=[None, "bf16", "fp16", "fp32"])
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     args.modes = [m for m in args.modes.split(",") if m]
     args.policies = [x for x in args.policies.split(",") if x]
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.static_shapes:
+        torch._dynamo.config.automatic_dynamic_shapes = False
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, None: None}[args.dtype]
     model = create_model(args.model, device=device, dtype=dtype)
@@ -215,9 +219,9 @@ def main(argv=None) -> None:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "commit": commit(),
         "torch": torch.__version__,
-        "model": args.model, "prompts": args.prompts, "steps": args.steps, "repeats": args.repeats,
+        "static_shapes": args.static_shapes, "model": args.model, "prompts": args.prompts, "steps": args.steps, "repeats": args.repeats,
     }
-    stem = args.out / f"{args.part}-{args.model}"
+    stem = args.out / f"{args.part}-{args.model}{'-' + '-'.join(args.modes) if args.part == 'compile' else ''}{'-static' if args.static_shapes else ''}"
     if args.part == "pyprofile":
         text = run_pyprofile(model, args)
         stem.with_suffix(".txt").write_text(text)
