@@ -230,8 +230,20 @@ class _OutsideGraphs:
     _disabled: dict
 
     def _methods(self):
-        """The bookkeeping methods for this call: disabled ones while dynamo traces."""
-        return self._disabled if torch.compiler.is_compiling() else self._eager_methods
+        """The bookkeeping methods for this call: the disabled ones while dynamo traces, and also while it merely
+        watches (a frame it runs untraced inside a compiled region: a plain call would then be compiled itself)."""
+        if torch.compiler.is_compiling() or _dynamo_watching():
+            return self._disabled
+        return self._eager_methods
+
+
+_eval_frame_callback = getattr(getattr(torch._C, "_dynamo", None), "eval_frame", None)
+_eval_frame_callback = getattr(_eval_frame_callback, "get_eval_frame_callback", None)
+
+
+def _dynamo_watching() -> bool:
+    """Whether dynamo would intercept a new Python frame now (never true outside torch.compile'd code)."""
+    return _eval_frame_callback is None or _eval_frame_callback() not in (None, False)
 
 
 def _begin_deferred(runtime: "Runtime", call: Call, deferred: Deferred) -> None:
@@ -290,7 +302,7 @@ class _SiteHook(_OutsideGraphs, ModuleHook):
         step = ctx.step
         if slot.last_use is not None and step > slot.last_use and slot.history.depth:
             slot.history.clear()  # nothing reads it any more in this generation
-        if runtime.flop_counter is not None:
+        if runtime.flop_counter is not None:  # the denoiser's measuring pass: run, count, touch no state
             return _EAGER, None
         plan = slot.plan
         if not self.full_control and plan is not None and step < len(plan) and plan[step] and not slot.keep[step]:
@@ -318,14 +330,10 @@ class _SiteHook(_OutsideGraphs, ModuleHook):
 
     def _eager(self, original, args, kwargs):
         runtime, slot = self.runtime, self.slot
-        ctx = runtime.ctx
-        call = Call(slot.site, ctx, original, args, kwargs, runtime, slot)
         counter = runtime.flop_counter
-        before = counter.get_total_flops() if counter is not None else 0
-        out = call.resolve(slot.controller.forward(slot.site, call))
-        if counter is not None and call.computed_branches == ctx.branches:
-            runtime.profile_site(slot.site, (counter.get_total_flops() - before) / 2, ctx)
-        runtime.count(slot.site, call)
+        before = counter.get_total_flops()
+        out = original(*args, **kwargs)
+        runtime.profile_site(slot.site, (counter.get_total_flops() - before) / 2, runtime.ctx)
         return out
 
 
@@ -377,9 +385,8 @@ class _DenoiserHook(_OutsideGraphs, ModuleHook):
         self.timestep_name = timestep_parameter(site.module, original_forward, given)
         self.timestep_position = positions.get(self.timestep_name) if self.timestep_name else None
         self.sample_names = [n for n in ("hidden_states", "sample", "x", "latents") if n in positions]
-        self._profile_signature: tuple | None = None
         self._pending: tuple[Call, Deferred] | None = None
-        self._eager_methods = {"enter": self._enter, "finish": self._finish, "exit": self._exit, "eager": self._eager}
+        self._eager_methods = {"enter": self._enter, "finish": self._finish, "exit": self._exit}
         self._disabled = {k: torch.compiler.disable(v) for k, v in self._eager_methods.items()}
 
     def _timestep(self, args, kwargs):
@@ -411,8 +418,6 @@ class _DenoiserHook(_OutsideGraphs, ModuleHook):
         mode, payload = methods["enter"](original, args, kwargs)
         if mode == _PASS:
             return original(*args, **kwargs)
-        if mode == _EAGER:
-            return methods["eager"](original, args, kwargs)
         if mode == _REUSE:
             return payload
         if mode == _DEFERRED:
@@ -441,8 +446,7 @@ class _DenoiserHook(_OutsideGraphs, ModuleHook):
         runtime.record.logical_samples[(self.site.key, ctx.step)] += batch
         signature = _signature(args, kwargs) if runtime.count_macs else ()
         if runtime.needs_profile(self.site, signature):
-            self._profile_signature = signature
-            return _EAGER, None
+            self._measure(original, args, kwargs, ctx, signature)
         runtime.use_profile(self.site, signature)
         if self.slot is None:
             return _RUN, None
@@ -473,32 +477,18 @@ class _DenoiserHook(_OutsideGraphs, ModuleHook):
             held, needed = runtime.cache_bytes()
             runtime.peak_cache = (max(runtime.peak_cache[0], held), max(runtime.peak_cache[1], needed))
 
-    def _eager(self, original, args, kwargs):
+    def _measure(self, original, args, kwargs, ctx: StepContext, signature: tuple) -> None:
+        """MACs per sample of the denoiser and of every site, for this input shape: one extra, uncached run of
+        the call, eager, whose output is dropped. The real call then runs like every other, so the first
+        generation compiles the same graphs as the later ones."""
         runtime = self.runtime
-        signature, self._profile_signature = self._profile_signature, None
-        ctx = runtime.ctx
-        try:
-            if signature is None:
-                return self._dispatch(original, args, kwargs, ctx)
-            with flop_counter.FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS) as counter:
-                runtime.flop_counter = counter
-                try:
-                    out = self._dispatch(original, args, kwargs, ctx)
-                finally:
-                    runtime.flop_counter = None
-            if runtime.profile_complete(signature, self.site, counter.get_total_flops() / 2, ctx):
-                runtime.use_profile(self.site, signature)
-            return out
-        finally:
-            self._exit()
-
-    def _dispatch(self, original, args, kwargs, ctx):
-        if self.slot is None:
-            return original(*args, **kwargs)
-        call = Call(self.site, ctx, original, args, kwargs, self.runtime, self.slot)
-        out = call.resolve(self.slot.controller.forward(self.site, call))
-        self.runtime.count(self.site, call)
-        return out
+        with torch.no_grad(), flop_counter.FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS) as counter:
+            runtime.flop_counter = counter
+            try:
+                original(*args, **kwargs)
+            finally:
+                runtime.flop_counter = None
+        runtime.profile_complete(signature, self.site, counter.get_total_flops() / 2, ctx)
 
 
 def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -545,7 +535,6 @@ class Runtime:
         self.record = GenerationRecord(generation=-1)
         self._profiles: dict[tuple, dict[str, float]] = {}
         self._profiling: dict[str, float] = {}
-        self._reused_while_profiling = False
         #: when True, the largest cache footprint seen at the end of any denoiser call is kept in peak_cache
         self.track_cache = False
         self.peak_cache = (0, 0)
@@ -608,8 +597,6 @@ class Runtime:
         ctx = call.ctx
         computed = len(call.computed_branches) * ctx.branch_size
         total = len(ctx.branches) * ctx.branch_size
-        if computed < total and self.flop_counter is not None:
-            self._reused_while_profiling = True
         self.record.record(site.key, ctx.step, min(computed, total), max(total - computed, 0))
 
     def needs_profile(self, denoiser: Site, signature: tuple) -> bool:
@@ -618,16 +605,12 @@ class Runtime:
     def profile_site(self, site: Site, macs: float, ctx: StepContext) -> None:
         self._profiling[site.key] = macs / (len(ctx.branches) * ctx.branch_size)
 
-    def profile_complete(self, signature: tuple, denoiser: Site, macs: float, ctx: StepContext) -> bool:
-        """Store the per-sample MACs measured in a call; True once every site of the denoiser is measured."""
-        if not self._reused_while_profiling:  # the denoiser's own total is only valid when nothing was skipped
-            self._profiling[denoiser.key] = macs / (len(ctx.branches) * ctx.branch_size)
-        self._reused_while_profiling = False
+    def profile_complete(self, signature: tuple, denoiser: Site, macs: float, ctx: StepContext) -> None:
+        """Keep the per-sample MACs of a measuring pass (every site ran once, uncached)."""
+        self._profiling[denoiser.key] = macs / (len(ctx.branches) * ctx.branch_size)
         wanted = {k for k, s in self.slots.items() if s.site.denoiser == denoiser.denoiser} | {denoiser.key}
-        if not wanted.issubset(self._profiling):
-            return False  # some site reused during this call: measure it on a later call
-        self._profiles[(denoiser.key, signature)] = {k: self._profiling.pop(k) for k in wanted}
-        return True
+        # a site the pass did not reach (called only on some steps) counts as free rather than blocking the profile
+        self._profiles[(denoiser.key, signature)] = {k: self._profiling.pop(k, 0.0) for k in wanted}
 
     def use_profile(self, denoiser: Site, signature: tuple) -> None:
         profile = self._profiles.get((denoiser.key, signature))
