@@ -138,7 +138,9 @@ def run_profile(model, args) -> list[dict]:
     prompts, seeds = model.prompts(args.prompts), list(range(args.prompts))
     generate = lambda: model.generate(prompts, seeds, args.steps, model.guidance)  # noqa: E731
     rows = []
-    for case in eager_cases():
+    for case in eager_cases() + [Case("cfg_cache, never reuse", {"policy": "cfg_cache", "interval": 1}),
+                                 Case("pab, never reuse", {"policy": "pab", "spatial_interval": 1, "temporal_interval": 1,
+                                                           "cross_interval": 1, "joint_interval": 1})]:
         with _applied(model, case):
             generate()
             with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
@@ -146,10 +148,12 @@ def run_profile(model, args) -> list[dict]:
         events = prof.key_averages()
         launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
         host = sum(e.self_cpu_time_total for e in events) / 1e6
+        syncs = {e.key: e.count for e in events if "ynchronize" in e.key or "Memcpy" in e.key or e.key == "aten::item"
+                 or e.key == "aten::_local_scalar_dense"}
         top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
-        rows.append({"case": case.name, "kernel_launches": launches, "host_seconds": host,
+        rows.append({"case": case.name, "kernel_launches": launches, "host_seconds": host, "syncs": syncs,
                      "top_host_ops": [(e.key, e.count, e.self_cpu_time_total / 1e6) for e in top]})
-        print(f"{case.name}: {launches} launches, host {host:.3f} s", flush=True)
+        print(f"{case.name}: {launches} launches, host {host:.3f} s, syncs and copies {syncs}", flush=True)
     return rows
 
 
