@@ -25,6 +25,7 @@ import os
 import platform
 import statistics
 import subprocess
+import warnings
 from pathlib import Path
 
 import torch
@@ -216,6 +217,7 @@ def main(argv=None) -> None:
     args.modes = [m for m in args.modes.split(",") if m]
     args.policies = [x for x in args.policies.split(",") if x]
     args.out.mkdir(parents=True, exist_ok=True)
+    warnings.simplefilter("ignore", cachelab.NothingReusedWarning)  # the never-reusing row does so on purpose
     if args.static_shapes:
         torch._dynamo.config.automatic_dynamic_shapes = False
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

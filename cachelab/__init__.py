@@ -6,6 +6,7 @@ from cachelab.errors import (
     CachelabError,
     HookStackError,
     LayoutError,
+    NothingReusedWarning,
     PolicyError,
     SiteError,
     TargetError,
@@ -37,5 +38,6 @@ __all__ = [
     "TargetError",
     "AlreadyAppliedError",
     "LayoutError",
+    "NothingReusedWarning",
     "HookStackError",
 ]

@@ -27,3 +27,11 @@ class HookStackError(CachelabError, RuntimeError):
 
 class LayoutError(CachelabError, ValueError):
     """A tensor has a layout a policy cannot work on."""
+
+
+class NothingReusedWarning(UserWarning):
+    """A whole generation ran with the policy attached and reused nothing: the policy cost time and saved none.
+
+    Usually its windows never met this sampling schedule (timestep units against a short or shifted schedule)
+    or its sites never ran. Filter it (``warnings.simplefilter("ignore", NothingReusedWarning)``) when a
+    never-reusing schedule is what you want, as in overhead measurements."""

@@ -1,5 +1,7 @@
 """Bad input gets a clear error that names the problem, the value and what is allowed."""
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -152,3 +154,28 @@ def test_denoiser_without_a_timestep_parameter_is_refused_with_how_to_name_it(mo
         with pytest.raises(ValueError, match=r"called without its timestep \(looked for 'noise_scale'\)"):
             net(torch.randn(1, 4))
         net(torch.randn(1, 4), noise_scale=torch.tensor([500.0]))
+
+
+def test_a_policy_that_reuses_nothing_says_so():
+    from tiny import TINY_TRANSFORMERS
+
+    spec = TINY_TRANSFORMERS["flux"]
+    model = spec.build()
+    schedule = torch.linspace(1000, 100, 4)
+    # a window no step of this schedule falls in: the policy attaches, runs, and saves nothing
+    with cachelab.apply(model, "pab", window={"start": 60, "end": 20, "unit": "timestep"}) as handle:
+        with pytest.warns(cachelab.NothingReusedWarning, match=r"generation 0 \(4 steps, timesteps 1000 to 100\) "
+                          r"reused nothing at any of the policy's \d+ sites"):
+            for _ in range(2):  # the warning comes when the next generation starts
+                handle.begin(timesteps=schedule)
+                with torch.no_grad():
+                    for t in schedule.tolist():
+                        model(**spec.inputs(1, t))
+    with cachelab.apply(model, "pab", window={"start": 950, "end": 50, "unit": "timestep"}, joint_interval=2) as handle:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", cachelab.NothingReusedWarning)
+            handle.begin(timesteps=schedule)
+            with torch.no_grad():
+                for t in schedule.tolist():
+                    model(**spec.inputs(1, t))
+            handle.remove()  # checked again on removal: this one reused

@@ -16,6 +16,7 @@ from torch.utils import flop_counter
 
 from cachelab.hooks.context import StepContext, StepTracker, plan_contexts
 from cachelab.hooks.history import History, tree_leaves
+from cachelab.errors import NothingReusedWarning
 from cachelab.hooks.registry import ModuleHook, attach, detach_all
 from cachelab.hooks.stats import GenerationRecord, Stats
 from cachelab.hooks.sites import Site, denoiser_key
@@ -535,6 +536,7 @@ class Runtime:
         self.record = GenerationRecord(generation=-1)
         self._profiles: dict[tuple, dict[str, float]] = {}
         self._profiling: dict[str, float] = {}
+        self._warned_no_reuse = False
         #: when True, the largest cache footprint seen at the end of any denoiser call is kept in peak_cache
         self.track_cache = False
         self.peak_cache = (0, 0)
@@ -568,6 +570,28 @@ class Runtime:
         detach_all(reversed(self._attached))
         self._attached.clear()
         self.reset_state()
+        self.check_reuse()
+
+    def check_reuse(self) -> None:
+        """Warn, once per handle, when a finished generation reused nothing: nothing is silently a no-op."""
+        record = self.records[-1] if self.records else None
+        if self._warned_no_reuse or record is None or not self.slots or not record.events:
+            return
+        if any(row[1] for row in record.events.values()):
+            return
+        self._warned_no_reuse = True
+        steps = f"{record.num_steps} steps" if record.num_steps else "an unknown number of steps"
+        schedule = self.tracker.schedule
+        span = f", timesteps {schedule[0]:g} to {schedule[-1]:g}" if schedule else ""
+        warnings.warn(
+            f"cachelab: generation {record.generation} ({steps}{span}) reused nothing at any of the policy's "
+            f"{len(self.slots)} sites, so the policy only added overhead. Check its windows against this schedule "
+            "(windows in timesteps are on the scheduler's 0-1000 scale; progress windows are fractions of the "
+            "steps) and its intervals; handle.plan(num_steps, timesteps=pipe.scheduler.timesteps) shows what it "
+            "would do.",
+            NothingReusedWarning,
+            stacklevel=2,
+        )
 
     def reset_state(self) -> None:
         for slot in self.slots.values():
@@ -576,6 +600,7 @@ class Runtime:
 
     def start_generation(self, first_timestep: float, index: int | None = None) -> None:
         """Called on the first denoiser call of a generation: clear stored values, build plans."""
+        self.check_reuse()  # of the generation that just ended
         self.reset_state()
         if self.schedule_source is not None and self.tracker.schedule is None:
             timesteps = self.schedule_source()
