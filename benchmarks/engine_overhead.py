@@ -67,7 +67,7 @@ def eager_cases() -> list[Case]:
 def run_eager(model, args) -> list[Case]:
     prompts, seeds = model.prompts(args.prompts), list(range(args.prompts))
     dev = next(model.transformer.parameters()).device
-    cases = eager_cases()
+    cases = [c for c in eager_cases() if not args.cases or c.name in args.cases]
     generate = lambda: model.generate(prompts, seeds, args.steps, model.guidance)  # noqa: E731
     for case in cases:  # warm-up and MACs
         with _applied(model, case):
@@ -209,6 +209,8 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--modes", default="regional,whole", help="compile part: regional, whole or both")
     p.add_argument("--policies", default="fastercache,pab", help="compile part: cached cases")
+    p.add_argument("--cases", default="", help="eager part: only these cases (comma-separated names), e.g. "
+                   "'uncached,hooks, never reuse' is written uncached,never")
     p.add_argument("--static-shapes", action="store_true",
                    help="compile part: no automatic dynamic shapes (CFG-Cache's half batches get graphs of their own)")
     p.add_argument("--dtype", default=None, choices=[None, "bf16", "fp16", "fp32"])
@@ -216,6 +218,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     args.modes = [m for m in args.modes.split(",") if m]
     args.policies = [x for x in args.policies.split(",") if x]
+    aliases = {"never": "hooks, never reuse"}
+    args.cases = [aliases.get(x, x) for x in args.cases.split(",") if x]
     args.out.mkdir(parents=True, exist_ok=True)
     warnings.simplefilter("ignore", cachelab.NothingReusedWarning)  # the never-reusing row does so on purpose
     if args.static_shapes:
