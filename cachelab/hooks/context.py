@@ -105,6 +105,8 @@ class StepTracker:
         self._pending_begin = True
         self._schedule: list[float] | None = None
         self._schedule_tensor: torch.Tensor | None = None
+        self._schedule_first = self._schedule_step = 0
+        self._contexts: dict[tuple, StepContext] = {}
         #: calls whose timestep had to be read from the device (not a view of the known schedule)
         self.host_reads = 0
         #: the CFG branch a pipeline named with ``transformer.cache_context(name)`` around the running call
@@ -133,11 +135,16 @@ class StepTracker:
 
     def _set_timesteps(self, timesteps) -> None:
         self._schedule_tensor = None
+        self._contexts = {}
         if timesteps is None:
             self._schedule = None
         elif isinstance(timesteps, torch.Tensor):
             self._schedule = [float(t) for t in timesteps.tolist()]  # one device sync per generation
-            self._schedule_tensor = timesteps if timesteps.ndim == 1 else None
+            if timesteps.ndim == 1 and len(timesteps):
+                self._schedule_tensor = timesteps
+                # where its elements lie in memory: a view of element i starts at first + i * step
+                self._schedule_first = timesteps.data_ptr()
+                self._schedule_step = max(timesteps.stride(0), 1) * timesteps.element_size()
         else:
             self._schedule = [float(t) for t in timesteps]
 
@@ -152,14 +159,10 @@ class StepTracker:
         if not isinstance(t, torch.Tensor):
             return float(t), None
         sched = self._schedule_tensor
-        if (
-            sched is not None
-            and t.device == sched.device
-            and t.dtype == sched.dtype
-            and t.untyped_storage().data_ptr() == sched.untyped_storage().data_ptr()
-        ):
-            index = (t.storage_offset() - sched.storage_offset()) // max(sched.stride(0), 1)
-            if 0 <= index < len(self._schedule):
+        if sched is not None and t.dtype == sched.dtype and t.device == sched.device:
+            # a view of the live schedule tensor (nothing else can start inside its memory)
+            index, rest = divmod(t.data_ptr() - self._schedule_first, self._schedule_step)
+            if not rest and 0 <= index < len(self._schedule):
                 return self._schedule[index], index
         self.host_reads += 1
         # per-token timesteps (Wan 2.2 TI2V, LTX conditioning) hold 0 for clean tokens: the step is the max
@@ -221,6 +224,7 @@ class StepTracker:
 
     def _start(self, t: float, index: int | None) -> None:
         self.generation += 1
+        self._contexts = {}
         if not self._pending_begin and not self._restarts_schedule(t, index):
             # not announced, and not the known schedule run again: that schedule says nothing here
             self._schedule, self._schedule_tensor, self._num_steps = None, None, None
@@ -291,6 +295,13 @@ class StepTracker:
         return True
 
     def context(self, t: float, branches: tuple[str, ...], branch_size: int) -> StepContext:
+        key = (self.generation, self._step, self._call, t, branches, branch_size)
+        ctx = self._contexts.get(key)
+        if ctx is None:  # contexts are immutable: one per distinct call of a generation
+            ctx = self._contexts[key] = self._new_context(t, branches, branch_size)
+        return ctx
+
+    def _new_context(self, t: float, branches: tuple[str, ...], branch_size: int) -> StepContext:
         step = self._step
         num_steps = self.num_steps
         if self._schedule is not None and step < len(self._schedule):

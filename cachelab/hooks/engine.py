@@ -307,7 +307,7 @@ class _SiteHook(_OutsideGraphs, ModuleHook):
             return _EAGER, None
         plan = slot.plan
         if not self.full_control and plan is not None and step < len(plan) and plan[step] and not slot.keep[step]:
-            runtime.record.record(slot.site.key, step, len(ctx.branches) * ctx.branch_size, 0)  # without a Call
+            runtime.record.record(slot.site._key, step, len(ctx.branches) * ctx.branch_size, 0)  # without a Call
             return _RUN, None
         call = Call(slot.site, ctx, original, args, kwargs, runtime, slot)
         result = slot.controller.forward(slot.site, call)
@@ -444,7 +444,7 @@ class _DenoiserHook(_OutsideGraphs, ModuleHook):
         branches = tracker.branches_for_call(call_index, batch, sample)
         ctx = tracker.context(t, branches, max(batch // len(branches), 1))
         runtime.ctx = ctx
-        runtime.record.logical_samples[(self.site.key, ctx.step)] += batch
+        runtime.record.logical_samples[(self.site._key, ctx.step)] += batch
         signature = _signature(args, kwargs) if runtime.count_macs else ()
         if runtime.needs_profile(self.site, signature):
             self._measure(original, args, kwargs, ctx, signature)
@@ -622,7 +622,7 @@ class Runtime:
         ctx = call.ctx
         computed = len(call.computed_branches) * ctx.branch_size
         total = len(ctx.branches) * ctx.branch_size
-        self.record.record(site.key, ctx.step, min(computed, total), max(total - computed, 0))
+        self.record.record(site._key, ctx.step, min(computed, total), max(total - computed, 0))
 
     def needs_profile(self, denoiser: Site, signature: tuple) -> bool:
         return self.count_macs and (denoiser.key, signature) not in self._profiles

@@ -57,6 +57,9 @@ class Site:
             return denoiser_key(self.denoiser)
         return self.name if self.denoiser == "transformer" else f"{self.denoiser}:{self.name}"
 
+    def __post_init__(self) -> None:
+        self._key = self.key  # read on every hooked call
+
 
 def denoiser_key(denoiser: str) -> str:
     """The key of a denoiser's own site (``<denoiser>``, or ``transformer_2:<denoiser>`` for a second one)."""
