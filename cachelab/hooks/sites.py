@@ -37,6 +37,10 @@ class Site:
             Latte's spatial block *i* and temporal block *i* share layer *i*.
         stack: name of the block list the site lives in (e.g. ``transformer_blocks``), ``""`` for the denoiser.
         denoiser: name of the denoiser the site belongs to, for pipelines with several transformers.
+        outputs: for a block that returns several streams, the input each output updates, in order
+            (``("hidden_states", "encoder_hidden_states")``), when discovery knows the block class; else None.
+        unbatched: keyword inputs of the call that carry no batch dimension (rotary tables, position ids), which
+            a policy must not split by CFG branch.
     """
 
     name: str
@@ -45,6 +49,8 @@ class Site:
     layer: int | None = None
     stack: str = ""
     denoiser: str = "transformer"
+    outputs: tuple[str, ...] | None = None
+    unbatched: tuple[str, ...] = ()
 
     @property
     def kind(self) -> str:

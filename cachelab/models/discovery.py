@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from torch import nn
 
 from cachelab.errors import SiteError
-from cachelab.models.adapters import Adapter, adapter_for
+from cachelab.models.adapters import ADAPTERS, COMMON_UNBATCHED, Adapter, adapter_for
 from cachelab.hooks.sites import ATTENTION_ROLES, ROLES, Site, SiteSet
 
 
@@ -61,7 +61,7 @@ def find_sites(
             they name; the ``denoiser`` site is always the model itself.
         denoiser: the name of this denoiser inside its pipeline (``transformer``, ``transformer_2`` ...).
     """
-    sites = [Site(name="", role="denoiser", module=model, denoiser=denoiser)]
+    sites = [Site(name="", role="denoiser", module=model, denoiser=denoiser, unbatched=COMMON_UNBATCHED)]
     auto: list[Site] = []
     if is_diffusers_model(model):
         auto = _discover_diffusers(model, denoiser)
@@ -121,7 +121,8 @@ def _match_patterns(model: nn.Module, patterns: Mapping[str, str | list[str]], d
                 layer_match = _INT.search(name)
                 layer = int(layer_match.group(1)) if layer_match else None
                 stack = name.split(".")[0] if layer_match else ""
-                found.append(Site(name=name, role=role, module=module, layer=layer, stack=stack, denoiser=denoiser))
+                found.append(Site(name=name, role=role, module=module, layer=layer, stack=stack, denoiser=denoiser,
+                                  outputs=_known_outputs(type(module).__name__)))
     return found
 
 
@@ -144,7 +145,8 @@ def _discover_diffusers(model: nn.Module, denoiser: str) -> list[Site]:
                 block = blocks[i]
                 layer = layer_offset + i
                 prefix = f"{stack}.{i}"
-                sites.append(Site(prefix, "block", block, layer, stack, denoiser))
+                outputs = adapter.block_outputs.get(type(block).__name__) or _known_outputs(type(block).__name__)
+                sites.append(Site(prefix, "block", block, layer, stack, denoiser, outputs=outputs))
                 for attr, sub in _inner_modules(block, attention_types, ffn_types):
                     if is_attention(sub, attention_types):
                         role = _attention_role(adapter, type(block).__name__, stack, attr, sub)
@@ -153,6 +155,14 @@ def _discover_diffusers(model: nn.Module, denoiser: str) -> list[Site]:
                     sites.append(Site(f"{prefix}.{attr}", role, sub, layer, stack, denoiser))
         layer_offset += depth
     return sites
+
+
+def _known_outputs(block_class: str) -> tuple[str, ...] | None:
+    """Output streams of a block class any adapter describes (blocks are shared across architectures)."""
+    for adapter in ADAPTERS.values():
+        if block_class in adapter.block_outputs:
+            return tuple(adapter.block_outputs[block_class])
+    return None
 
 
 def _generic_stacks(model: nn.Module) -> tuple[tuple[str, ...], ...]:

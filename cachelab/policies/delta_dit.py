@@ -14,15 +14,11 @@ from pydantic import Field, field_validator
 
 from cachelab.errors import PolicyError
 from cachelab.hooks.history import tree_map2
-from cachelab.models.adapters import ADAPTERS
 from cachelab.policies.base import Policy, PolicyConfig, require_sites
 from cachelab.policies.registry import register_policy
 from cachelab.policies.schedule import Unit
 
 import torch
-
-_BLOCK_OUTPUTS = {cls: names for adapter in ADAPTERS.values() for cls, names in adapter.block_outputs.items()}
-
 
 class DeltaDitConfig(PolicyConfig):
     interval: int = Field(
@@ -115,7 +111,7 @@ def block_inputs(site, call, output):
     """The inputs each output of a block updates, in the output's structure."""
     if isinstance(output, torch.Tensor):
         return _input(call, "hidden_states", site)
-    names = _BLOCK_OUTPUTS.get(type(site.module).__name__)
+    names = site.outputs
     if names is None:
         names = _match_by_shape(site, call, output)
     # outputs that are None (SD3's last block returns no text stream) have nothing to add to
