@@ -5,7 +5,7 @@ import torch
 
 import cachelab
 from configs import NEVER_REUSE
-from tiny import TINY_TRANSFORMERS
+from tiny_transformers import TINY_TRANSFORMERS
 
 # role counts each tiny config must show (layers per stack are in tests/tiny.py)
 EXPECTED_ROLES = {

@@ -1,0 +1,320 @@
+"""One table of tiny, randomly initialised diffusers transformers and their inputs, one row per model.
+
+Every row is a :class:`TinySpec`: the diffusers class name, its constructor arguments (width 16-32, one or two
+blocks per stack, written here so nothing is downloaded) and the model's inputs, shaped the way its pipeline
+calls it. Configs follow diffusers' own tests (``tests/models/transformers/test_models_transformer_*.py``) where
+those exist; the facts carried over are noted beside the values that must agree with each other.
+
+Conventions of ``spec.inputs(batch, timestep, seed=0)``:
+
+* ``timestep`` is on the scheduler's 0-1000 scale; ``timestep_scale`` converts it the way the pipeline does
+  (Flux-like pipelines pass ``t / 1000``). The timestep is a float32 tensor of shape ``(batch,)``.
+* Random tensors are drawn sample by sample from one generator seeded with ``seed``, so the first *k* samples of
+  a batch of *n* equal a batch of *k* (tests of CFG splitting compare them).
+* Text masks keep a different number of tokens per sample (16, 13, 16, 13, ...) so masking code runs.
+* Arguments without a batch dimension (position ids, RoPE tables, image shapes) come from ``extras``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+
+#: Width of the text features every tiny transformer takes.
+TEXT_DIM = 32
+#: Text tokens per prompt.
+TEXT_LEN = 16
+#: Latent channels (before any packing) and latent height = width.
+LATENT_CHANNELS = 4
+LATENT_SIZE = 8
+POOLED_DIM = 32
+#: latent frames of the video models (Latte's temporal table and CogVideoX/Wan's 9 pixel frames fix their own)
+VIDEO_FRAMES = 2
+
+
+def _no_extras(batch: int, seed: int) -> dict[str, Any]:
+    return {}
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """A tiny denoiser: its diffusers class, constructor arguments and an input factory.
+
+    Attributes:
+        model_class: the class name, exported by ``diffusers``.
+        config: constructor keyword arguments.
+        latents: ``name -> per-sample shape`` of the standard-normal inputs (latents, text features ...).
+        extras: ``(batch, seed) -> kwargs`` for the other inputs (masks, ids, labels, unbatched tables).
+        timestep_scale: the model receives ``timestep * timestep_scale``.
+        timestep_arg: the name of the timestep argument in the model's forward.
+    """
+
+    model_class: str
+    config: Mapping[str, Any]
+    latents: Mapping[str, tuple[int, ...]]
+    extras: Callable[[int, int], dict[str, Any]] = _no_extras
+    timestep_scale: float = 1.0
+    timestep_arg: str = "timestep"
+    return_dict: bool = field(default=False)
+
+    def build(self, seed: int = 0) -> torch.nn.Module:
+        """The model in ``eval()`` mode, with the same weights on every call for one seed."""
+        import diffusers
+
+        cls = getattr(diffusers, self.model_class)
+        with torch.random.fork_rng(devices=[]):  # building does not reseed the caller's random stream
+            torch.manual_seed(seed)
+            model = cls(**self.config)
+        return model.eval()
+
+    def inputs(self, batch: int, timestep: float, seed: int = 0) -> dict[str, Any]:
+        """Keyword arguments for ``model(**kwargs)``, including ``return_dict=False``."""
+        return {
+            **draw(batch, seed, **self.latents),
+            self.timestep_arg: torch.full((batch,), float(timestep) * self.timestep_scale, dtype=torch.float32),
+            **self.extras(batch, seed),
+            "return_dict": False,
+        }
+
+
+def seeded(factory: Callable[[], torch.nn.Module], seed: int) -> torch.nn.Module:
+    """``factory()`` under ``torch.manual_seed(seed)``, in eval mode; the caller's random stream is untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module = factory()
+    return module.eval()
+
+
+def draw(batch: int, seed: int, **shapes: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    """Standard-normal tensors of shape ``(batch, *shape)``, drawn sample-major from one generator."""
+    generator = torch.Generator().manual_seed(seed)
+    samples = [{name: torch.randn(shape, generator=generator) for name, shape in shapes.items()} for _ in range(batch)]
+    return {name: torch.stack([sample[name] for sample in samples]) for name in shapes}
+
+
+def text_mask(batch: int, dtype: torch.dtype = torch.int64, length: int = TEXT_LEN) -> torch.Tensor:
+    """Right-padded text mask: even samples keep all tokens, odd samples 3 fewer."""
+    lengths = torch.tensor([length - 3 * (i % 2) for i in range(batch)])
+    return (torch.arange(length)[None, :] < lengths[:, None]).to(dtype)
+
+
+def labels(batch: int, seed: int, classes: int) -> torch.Tensor:
+    """One class label per sample from its own generator, so labels do not depend on the batch size."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.cat([torch.randint(0, classes, (1,), generator=generator) for _ in range(batch)])
+
+
+def grid_ids(height: int, width: int, frame: float = 0.0) -> torch.Tensor:
+    """(frame, row, col) position ids per image token, as Flux-like pipelines build them, no batch dim."""
+    ids = torch.zeros(height, width, 3)
+    ids[..., 0] = frame
+    ids[..., 1] = torch.arange(height)[:, None]
+    ids[..., 2] = torch.arange(width)[None, :]
+    return ids.reshape(-1, 3)
+
+
+def _merge(*factories: Callable[[int, int], dict[str, Any]]) -> Callable[[int, int], dict[str, Any]]:
+    return lambda batch, seed: {k: v for f in factories for k, v in f(batch, seed).items()}
+
+
+def _mask(name: str, dtype: torch.dtype = torch.int64, length: int = TEXT_LEN):
+    return lambda batch, seed: {name: text_mask(batch, dtype, length)}
+
+
+def _const(**values: Any):
+    return lambda batch, seed: dict(values)
+
+
+def _per_sample(**values: Callable[[int], Any]):
+    return lambda batch, seed: {k: f(batch) for k, f in values.items()}
+
+
+IMAGE = (LATENT_CHANNELS, LATENT_SIZE, LATENT_SIZE)
+VIDEO = (LATENT_CHANNELS, VIDEO_FRAMES, LATENT_SIZE, LATENT_SIZE)
+TEXT = (TEXT_LEN, TEXT_DIM)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Extras that need more than a constant
+# --------------------------------------------------------------------------------------------------------------
+
+#: Latte's temporal positional table is added as is, so ``video_length`` must equal the frame count.
+LATTE_FRAMES = 4
+#: CogVideoX and Wan: 3 latent frames = 9 pixel frames (the VAEs compress time 4x).
+COGVIDEOX_LATENT_FRAMES = 3
+COGVIDEOX_FRAMES = (COGVIDEOX_LATENT_FRAMES - 1) * 4 + 1
+WAN_LATENT_FRAMES = 3
+WAN_FRAMES = (WAN_LATENT_FRAMES - 1) * 4 + 1
+DIT_CLASSES = 10
+#: Flux-like models take 2x2-packed latents: 4 channels become 16 token channels on a 4x4 grid.
+PACKED_GRID = LATENT_SIZE // 2
+PACKED_CHANNELS = LATENT_CHANNELS * 4
+ALLEGRO_HEAD_DIM = 12  # RoPE splits the head into three equal, even parts
+ALLEGRO_ROPE_SCALE = (2.2, 2.0, 2.0)
+
+
+def _flux_ids(batch: int, seed: int) -> dict[str, Any]:
+    return {"img_ids": grid_ids(PACKED_GRID, PACKED_GRID), "txt_ids": torch.zeros(TEXT_LEN, 3)}
+
+
+def _allegro_rotary_emb(batch: int, seed: int) -> dict[str, Any]:
+    """RoPE tables as ``AllegroPipeline._prepare_rotary_positional_embeddings`` builds them (the model applies
+    RoPE only when given them)."""
+    from diffusers.models.embeddings import get_3d_rotary_pos_embed_allegro
+
+    grid = LATENT_SIZE // 2
+    freqs_t, freqs_h, freqs_w, grid_t, grid_h, grid_w = get_3d_rotary_pos_embed_allegro(
+        embed_dim=ALLEGRO_HEAD_DIM,
+        crops_coords=((0, 0), (grid, grid)),
+        grid_size=(grid, grid),
+        temporal_size=VIDEO_FRAMES,
+        interpolation_scale=ALLEGRO_ROPE_SCALE,
+    )
+    pos = torch.cartesian_prod(grid_t.long(), grid_h.long(), grid_w.long())
+    grid_t, grid_h, grid_w = pos.reshape(-1, 3).transpose(0, 1).reshape(3, 1, -1).contiguous()
+    return {"image_rotary_emb": ((freqs_t, freqs_h, freqs_w), (grid_t, grid_h, grid_w))}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The table
+# --------------------------------------------------------------------------------------------------------------
+
+#: Tiny denoisers by short name. ``TINY_TRANSFORMERS[name].build()`` gives identical weights on every call.
+TINY_TRANSFORMERS: dict[str, TinySpec] = {
+    "latte": TinySpec(
+        "LatteTransformer3DModel",
+        dict(
+            num_attention_heads=2, attention_head_dim=8, in_channels=LATENT_CHANNELS,
+            out_channels=2 * LATENT_CHANNELS,  # learned sigma; the pipeline drops the second half
+            num_layers=2, cross_attention_dim=16,  # captions are projected to the inner dim (2 * 8)
+            attention_bias=True, sample_size=LATENT_SIZE, patch_size=2, activation_fn="gelu-approximate",
+            num_embeds_ada_norm=1000, norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6,
+            caption_channels=TEXT_DIM, video_length=LATTE_FRAMES,
+        ),
+        # LattePipeline passes no text mask: it zeroes padded embeddings instead
+        {"hidden_states": (LATENT_CHANNELS, LATTE_FRAMES, LATENT_SIZE, LATENT_SIZE), "encoder_hidden_states": TEXT},
+    ),
+    "cogvideox": TinySpec(
+        "CogVideoXTransformer3DModel",
+        # CogVideoX-2b layout: sin-cos positions, no RoPE, no temporal patching
+        dict(
+            num_attention_heads=2, attention_head_dim=8, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
+            time_embed_dim=16, text_embed_dim=TEXT_DIM, num_layers=2, sample_width=LATENT_SIZE,
+            sample_height=LATENT_SIZE, sample_frames=COGVIDEOX_FRAMES, patch_size=2, temporal_compression_ratio=4,
+            max_text_seq_length=TEXT_LEN,  # the joint positional table assumes exactly this many text tokens
+            use_rotary_positional_embeddings=False,
+        ),
+        # frame-major latents: (frames, channels, height, width)
+        {"hidden_states": (COGVIDEOX_LATENT_FRAMES, LATENT_CHANNELS, LATENT_SIZE, LATENT_SIZE),
+         "encoder_hidden_states": TEXT},
+    ),
+    "pixart": TinySpec(
+        "PixArtTransformer2DModel",
+        dict(
+            num_attention_heads=2, attention_head_dim=8, in_channels=LATENT_CHANNELS,
+            out_channels=2 * LATENT_CHANNELS, num_layers=2, cross_attention_dim=16, sample_size=LATENT_SIZE,
+            patch_size=2, caption_channels=TEXT_DIM,
+            use_additional_conditions=False,  # resolution embeddings are for the 1024px checkpoints only
+        ),
+        {"hidden_states": IMAGE, "encoder_hidden_states": TEXT},
+        _merge(_mask("encoder_attention_mask"), _const(added_cond_kwargs={"resolution": None, "aspect_ratio": None})),
+    ),
+    "dit": TinySpec(
+        "DiTTransformer2DModel",
+        dict(
+            num_attention_heads=2, attention_head_dim=8, in_channels=LATENT_CHANNELS,
+            out_channels=2 * LATENT_CHANNELS, num_layers=2, sample_size=LATENT_SIZE, patch_size=2,
+            num_embeds_ada_norm=DIT_CLASSES,
+        ),
+        {"hidden_states": IMAGE},
+        lambda batch, seed: {"class_labels": labels(batch, seed, DIT_CLASSES)},
+    ),
+    "sd3": TinySpec(
+        "SD3Transformer2DModel",
+        # SD3.5-medium layout: QK RMS-norm and a dual attention in the first block; the last is context_pre_only
+        dict(
+            sample_size=LATENT_SIZE, patch_size=2, in_channels=LATENT_CHANNELS, num_layers=2, attention_head_dim=8,
+            num_attention_heads=2, joint_attention_dim=TEXT_DIM,
+            caption_projection_dim=16,  # must equal the inner dim: text joins the image stream
+            pooled_projection_dim=POOLED_DIM, out_channels=LATENT_CHANNELS,
+            pos_embed_max_size=16, dual_attention_layers=(0,), qk_norm="rms_norm",
+        ),
+        {"hidden_states": IMAGE, "encoder_hidden_states": TEXT, "pooled_projections": (POOLED_DIM,)},
+    ),
+    "flux": TinySpec(
+        "FluxTransformer2DModel",
+        # FLUX.1-dev layout: guidance-distilled, one double- and one single-stream block
+        dict(
+            patch_size=1, in_channels=PACKED_CHANNELS, num_layers=1, num_single_layers=1, attention_head_dim=16,
+            num_attention_heads=2, joint_attention_dim=TEXT_DIM, pooled_projection_dim=POOLED_DIM,
+            guidance_embeds=True, axes_dims_rope=(4, 6, 6),  # must sum to attention_head_dim
+        ),
+        {"hidden_states": (PACKED_GRID**2, PACKED_CHANNELS), "encoder_hidden_states": TEXT,
+         "pooled_projections": (POOLED_DIM,)},
+        _merge(_flux_ids, _per_sample(guidance=lambda b: torch.full((b,), 3.5))),
+        timestep_scale=1e-3,  # FluxPipeline passes t / 1000, the model multiplies back
+    ),
+    "hunyuanvideo": TinySpec(
+        "HunyuanVideoTransformer3DModel",
+        dict(
+            in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, num_attention_heads=2, attention_head_dim=8,
+            num_layers=1, num_single_layers=1, num_refiner_layers=1, patch_size=2, patch_size_t=1,
+            guidance_embeds=True, text_embed_dim=TEXT_DIM, pooled_projection_dim=POOLED_DIM,
+            rope_axes_dim=(2, 2, 4),  # must sum to attention_head_dim
+        ),
+        {"hidden_states": VIDEO, "encoder_hidden_states": TEXT, "pooled_projections": (POOLED_DIM,)},
+        # the pipeline casts the mask to the model dtype and passes guidance * 1000
+        _merge(_mask("encoder_attention_mask", torch.float32), _per_sample(guidance=lambda b: torch.full((b,), 6000.0))),
+    ),
+    "wan": TinySpec(
+        "WanTransformer3DModel",
+        dict(
+            patch_size=(1, 2, 2), num_attention_heads=2,
+            attention_head_dim=12,  # RoPE splits the head into t/h/w parts of 4 each
+            in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, text_dim=TEXT_DIM, freq_dim=32, ffn_dim=32,
+            num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
+        ),
+        # WanPipeline zero-pads text embeddings and passes no mask
+        {"hidden_states": (LATENT_CHANNELS, WAN_LATENT_FRAMES, LATENT_SIZE, LATENT_SIZE), "encoder_hidden_states": TEXT},
+    ),
+    "ltx": TinySpec(
+        "LTXVideoTransformer3DModel",
+        dict(
+            in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, patch_size=1, patch_size_t=1,
+            num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16, num_layers=2,
+            qk_norm="rms_norm_across_heads", caption_channels=TEXT_DIM,
+        ),
+        # packed tokens (frames * height * width, channels) plus the grid size for its RoPE
+        {"hidden_states": (VIDEO_FRAMES * LATENT_SIZE**2, LATENT_CHANNELS), "encoder_hidden_states": TEXT},
+        _merge(
+            _mask("encoder_attention_mask", torch.bool),
+            # rope_interpolation_scale as LTXPipeline computes it: (VAE temporal ratio / fps, spatial, spatial)
+            _const(num_frames=VIDEO_FRAMES, height=LATENT_SIZE, width=LATENT_SIZE, rope_interpolation_scale=(8 / 25, 32, 32)),
+        ),
+    ),
+    "mochi": TinySpec(
+        "MochiTransformer3DModel",
+        dict(
+            patch_size=2, num_attention_heads=2, attention_head_dim=8, num_layers=2,  # the last is context_pre_only
+            pooled_projection_dim=16, in_channels=LATENT_CHANNELS,
+            text_embed_dim=TEXT_DIM,  # pooled by an 8-head attention pool, so a multiple of 8
+            time_embed_dim=16, max_sequence_length=TEXT_LEN,
+        ),
+        {"hidden_states": VIDEO, "encoder_hidden_states": TEXT},
+        _mask("encoder_attention_mask", torch.bool),
+    ),
+    "allegro": TinySpec(
+        "AllegroTransformer3DModel",
+        dict(
+            patch_size=2, patch_size_t=1, num_attention_heads=2, attention_head_dim=ALLEGRO_HEAD_DIM,
+            in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, num_layers=2,
+            cross_attention_dim=2 * ALLEGRO_HEAD_DIM, sample_height=LATENT_SIZE, sample_width=LATENT_SIZE,
+            sample_frames=VIDEO_FRAMES, caption_channels=TEXT_DIM, interpolation_scale_t=ALLEGRO_ROPE_SCALE[0],
+            interpolation_scale_h=ALLEGRO_ROPE_SCALE[1], interpolation_scale_w=ALLEGRO_ROPE_SCALE[2],
+        ),
+        {"hidden_states": VIDEO, "encoder_hidden_states": TEXT},
+        _merge(_mask("encoder_attention_mask"), _allegro_rotary_emb),
+    ),
+}  # fmt: skip
