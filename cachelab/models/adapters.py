@@ -97,7 +97,24 @@ ADAPTERS: dict[str, Adapter] = {
         block_outputs={"MochiTransformerBlock": _HIDDEN_FIRST},
     ),
     "AllegroTransformer3DModel": Adapter(stacks=(("transformer_blocks",),)),
+    # Blocks that return both streams. Which output updates which input cannot be told by shape when the text
+    # and image token counts agree, so it is written down (stacks are found by the generic rule).
+    "BriaTransformer2DModel": Adapter(block_outputs={"BriaTransformerBlock": _JOINT_FIRST, "BriaSingleTransformerBlock": _JOINT_FIRST}),
+    "ChromaTransformer2DModel": Adapter(block_outputs={"ChromaTransformerBlock": _JOINT_FIRST}),
+    "CogView3PlusTransformer2DModel": Adapter(block_outputs={"CogView3PlusTransformerBlock": _HIDDEN_FIRST}),
+    "CogView4Transformer2DModel": Adapter(block_outputs={"CogView4TransformerBlock": _HIDDEN_FIRST}),
+    "Flux2Transformer2DModel": Adapter(block_outputs={"Flux2TransformerBlock": _JOINT_FIRST, "Flux2SingleTransformerBlock": _JOINT_FIRST}),
+    "LongCatImageTransformer2DModel": Adapter(block_outputs={"LongCatImageTransformerBlock": _JOINT_FIRST, "LongCatImageSingleTransformerBlock": _JOINT_FIRST}),
+    "OvisImageTransformer2DModel": Adapter(block_outputs={"OvisImageTransformerBlock": _JOINT_FIRST, "OvisImageSingleTransformerBlock": _JOINT_FIRST}),
+    "QwenImageTransformer2DModel": Adapter(block_outputs={"QwenImageTransformerBlock": _JOINT_FIRST}),
+    "AuraFlowTransformer2DModel": Adapter(block_outputs={"AuraFlowJointTransformerBlock": _JOINT_FIRST}),
+    # the refiners run once on the image and once on the text tokens before the main layers
+    "Lumina2Transformer2DModel": Adapter(stacks=(("layers",),)),
 }
+
+#: Block lists whose attention is joint by construction: single-stream blocks (Flux, Chroma, Bria, AuraFlow,
+#: Flux2, LongCat-Image, Ovis-Image ...) run one attention over the concatenated text and image tokens.
+JOINT_STACKS = ("single_transformer_blocks",)
 
 
 def adapter_for(model_class_name: str) -> Adapter | None:

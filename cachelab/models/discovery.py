@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from torch import nn
 
 from cachelab.errors import SiteError
-from cachelab.models.adapters import Adapter, adapter_for
+from cachelab.models.adapters import JOINT_STACKS, Adapter, adapter_for
 from cachelab.hooks.sites import ATTENTION_ROLES, ROLES, Site, SiteSet
 
 
@@ -185,6 +185,8 @@ def _attention_role(adapter: Adapter, block_class: str, stack: str, attr: str, m
         return role
     if getattr(module, "is_cross_attention", False):
         return "attn.cross"
+    if stack in JOINT_STACKS:
+        return "attn.joint"
     if getattr(module, "added_kv_proj_dim", None) is not None or getattr(module, "add_k_proj", None) is not None:
         return "attn.joint"  # text tokens get their own projections and join the visual tokens
     if "temporal" in stack.split("_"):

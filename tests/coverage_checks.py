@@ -1,0 +1,83 @@
+"""Every seed policy on every tiny transformer: what the coverage test asserts and the README table shows.
+
+A check applies a policy to a tiny model called directly (batched CFG, ``[uncond, cond]``, at decreasing
+timesteps), counts FLOPs with ``torch.utils.flop_counter.FlopCounterMode`` against the same calls without the
+policy, and compares outputs bit for bit: under never-reuse parameters, and after ``remove()``. A policy that
+cannot serve a model must refuse with a cachelab error; the refusal is the result.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import cachelab
+from cachelab.errors import CachelabError
+from configs import AGGRESSIVE, NEVER_REUSE, SEED_POLICIES
+from tiny_transformers import TINY_TRANSFORMERS
+
+STEPS = 4
+TIMESTEPS = torch.linspace(900, 300, STEPS).tolist()  # decreasing, as a sampler calls the denoiser
+CFG_BATCH = 2  # [uncond, cond] in one call
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a policy did on one model: a skipped-FLOPs fraction, or a refusal message."""
+
+    skipped: float | None = None
+    refusal: str | None = None
+
+
+@functools.cache
+def baseline(name: str):
+    """The model, its outputs and its FLOPs without any policy (built once per model and process)."""
+    spec = TINY_TRANSFORMERS[name]
+    model = spec.build()
+    outputs, flops = run(model, name)
+    return model, outputs, flops
+
+
+def run(model: torch.nn.Module, name: str) -> tuple[list[torch.Tensor], int]:
+    spec = TINY_TRANSFORMERS[name]
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        outputs = [model(**spec.inputs(CFG_BATCH, t))[0] for t in TIMESTEPS]
+    return outputs, counter.get_total_flops()
+
+
+def params_for(policy: str, kind: str, outputs: list[torch.Tensor]) -> dict:
+    """The test parameters of a policy; token-shaped outputs (packed latents) need cfg_cache's flat layout."""
+    params = {**(NEVER_REUSE if kind == "never" else AGGRESSIVE)[policy]}
+    if outputs[0].ndim == 3:
+        if policy == "cfg_cache":
+            params["layout"] = "flat"
+        elif policy == "fastercache":
+            params["cfg_cache"] = {**params["cfg_cache"], "layout": "flat"}
+    return params
+
+
+def check(name: str, policy: str) -> Outcome:
+    """Apply, measure and compare; raises AssertionError when a policy serves a model wrongly."""
+    model, reference, base_flops = baseline(name)
+    try:
+        with cachelab.apply(model, policy, cfg="batched", num_steps=STEPS, count_macs=False,
+                            **params_for(policy, "never", reference)):
+            never, _ = run(model, name)
+    except CachelabError as exc:
+        assert cachelab.handle_of(model) is None, "a refusing policy left hooks behind"
+        return Outcome(refusal=str(exc))
+    assert all(torch.equal(a, b) for a, b in zip(never, reference)), f"{policy} never-reuse changed {name}'s outputs"
+    with cachelab.apply(model, policy, cfg="batched", num_steps=STEPS, count_macs=False,
+                        **params_for(policy, "aggressive", reference)):
+        cached, flops = run(model, name)
+    assert all(torch.isfinite(c).all() for c in cached), f"{policy} made {name}'s outputs non-finite"
+    assert flops < base_flops, f"{policy} skipped no FLOPs on {name} ({flops} of {base_flops})"
+    after, _ = run(model, name)
+    assert all(torch.equal(a, b) for a, b in zip(after, reference)), f"{name} differs after {policy}'s remove()"
+    return Outcome(skipped=1 - flops / base_flops)
+
+
+__all__ = ["Outcome", "SEED_POLICIES", "STEPS", "baseline", "check"]
