@@ -12,7 +12,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # this checkout's cachelab, not an installed one
 
 from coverage_checks import SEED_POLICIES, check  # noqa: E402
 from tiny_transformers import NOT_COVERED, TINY_TRANSFORMERS  # noqa: E402

@@ -37,21 +37,31 @@ def baseline(name: str):
     """The model, its outputs and its FLOPs without any policy (built once per model and process)."""
     spec = TINY_TRANSFORMERS[name]
     model = spec.build()
-    outputs, flops = run(model, name)
+    outputs, flops = run(model, name, count=True)
     return model, outputs, flops
 
 
-def run(model: torch.nn.Module, name: str) -> tuple[list[torch.Tensor], int]:
-    spec = TINY_TRANSFORMERS[name]
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        outputs = [model(**spec.inputs(CFG_BATCH, t))[0] for t in TIMESTEPS]
+@functools.cache
+def inputs(name: str) -> tuple[dict, ...]:
+    """The model's inputs at each step (drawn once per model and process)."""
+    return tuple(TINY_TRANSFORMERS[name].inputs(CFG_BATCH, t) for t in TIMESTEPS)
+
+
+def run(model: torch.nn.Module, name: str, count: bool = False) -> tuple[list[torch.Tensor], int | None]:
+    """Outputs at every step, and the FLOPs of the whole run when ``count`` (counting slows the calls down)."""
+    with torch.no_grad():
+        if not count:
+            return [model(**kwargs)[0] for kwargs in inputs(name)], None
+        with FlopCounterMode(display=False) as counter:
+            outputs = [model(**kwargs)[0] for kwargs in inputs(name)]
     return outputs, counter.get_total_flops()
 
 
 def params_for(policy: str, kind: str, outputs: list[torch.Tensor]) -> dict:
-    """The test parameters of a policy; token-shaped outputs (packed latents) need cfg_cache's flat layout."""
+    """The test parameters of a policy; outputs that are not images or videos (packed latent tokens, audio,
+    embeddings) need cfg_cache's flat layout."""
     params = {**(NEVER_REUSE if kind == "never" else AGGRESSIVE)[policy]}
-    if outputs[0].ndim == 3:
+    if outputs[0].ndim not in (4, 5):
         if policy == "cfg_cache":
             params["layout"] = "flat"
         elif policy == "fastercache":
@@ -72,7 +82,7 @@ def check(name: str, policy: str) -> Outcome:
     assert all(torch.equal(a, b) for a, b in zip(never, reference)), f"{policy} never-reuse changed {name}'s outputs"
     with cachelab.apply(model, policy, cfg="batched", num_steps=STEPS, count_macs=False,
                         **params_for(policy, "aggressive", reference)):
-        cached, flops = run(model, name)
+        cached, flops = run(model, name, count=True)
     assert all(torch.isfinite(c).all() for c in cached), f"{policy} made {name}'s outputs non-finite"
     assert flops < base_flops, f"{policy} skipped no FLOPs on {name} ({flops} of {base_flops})"
     after, _ = run(model, name)

@@ -23,6 +23,8 @@ class Adapter:
         block_outputs: ``block class name -> names of the forward arguments`` that each output of the block
             updates, in output order (blocks that return ``(encoder_hidden_states, hidden_states)``).
         unbatched_kwargs: denoiser keyword arguments with no batch dimension, never sliced per CFG branch.
+        batch_sized_tokens: why the token count of the blocks depends on which samples share a call (a joint
+            text+image sequence padded to the longest prompt of the batch), empty when it does not.
     """
 
     stacks: tuple[tuple[str, ...], ...] = ()
@@ -30,6 +32,7 @@ class Adapter:
     stack_roles: dict[tuple[str, str], str] = field(default_factory=dict)
     block_outputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     unbatched_kwargs: tuple[str, ...] = ()
+    batch_sized_tokens: str = ""
 
 
 #: Arguments that never carry a batch dimension in any diffusers transformer.
@@ -88,6 +91,9 @@ ADAPTERS: dict[str, Adapter] = {
         },
     ),
     "WanTransformer3DModel": Adapter(stacks=(("blocks",),)),
+    # the VACE blocks are a control branch run before the main stack: they return a projected hint and the
+    # control stream, not updates of the blocks' inputs, so only the main stack holds the denoiser's blocks
+    "WanVACETransformer3DModel": Adapter(stacks=(("blocks",),)),
     "LTXVideoTransformer3DModel": Adapter(
         stacks=(("transformer_blocks",),),
         roles={("LTXVideoTransformerBlock", "attn2"): "attn.cross"},
@@ -109,7 +115,11 @@ ADAPTERS: dict[str, Adapter] = {
     "QwenImageTransformer2DModel": Adapter(block_outputs={"QwenImageTransformerBlock": _JOINT_FIRST}),
     "AuraFlowTransformer2DModel": Adapter(block_outputs={"AuraFlowJointTransformerBlock": _JOINT_FIRST}),
     # the refiners run once on the image and once on the text tokens before the main layers
-    "Lumina2Transformer2DModel": Adapter(stacks=(("layers",),)),
+    "Lumina2Transformer2DModel": Adapter(
+        stacks=(("layers",),),
+        batch_sized_tokens="its main layers run on one joint text+image sequence per sample, padded to the longest "
+        "prompt in the call",
+    ),
 }
 
 #: Block lists whose attention is joint by construction: single-stream blocks (Flux, Chroma, Bria, AuraFlow,
