@@ -192,6 +192,13 @@ def _stable_audio_rope() -> tuple[torch.Tensor, torch.Tensor]:
     return get_1d_rotary_pos_embed(max(32 // 2 // 2, 32), 16 + 1, use_real=True, repeat_interleave_real=False)
 
 
+def _lumina_next_rope() -> torch.Tensor:
+    """The 2-D RoPE table LuminaPipeline builds (384 x 384 positions, head dim 24 / 3 = 8)."""
+    from diffusers.models.embeddings import get_2d_rotary_pos_embed_lumina
+
+    return get_2d_rotary_pos_embed_lumina(8, 384, 384, linear_factor=1.0, ntk_factor=1.0)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The table
 # --------------------------------------------------------------------------------------------------------------
@@ -537,6 +544,81 @@ TINY_TRANSFORMERS: dict[str, TinySpec] = {
         {"hidden_states": IMAGE},
         lambda batch, seed: {"class_labels": labels(batch, seed, DIT_CLASSES)},
     ),
+    "hunyuanvideo15": TinySpec(
+        "HunyuanVideo15Transformer3DModel",
+        dict(
+            in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, num_attention_heads=2, attention_head_dim=8,
+            num_layers=2, num_refiner_layers=1, mlp_ratio=2.0, patch_size=1, patch_size_t=1,
+            text_embed_dim=TEXT_DIM, text_embed_2_dim=8, image_embed_dim=12,
+            rope_axes_dim=(2, 2, 4),  # must sum to attention_head_dim
+            target_size=16, task_type="t2v",
+        ),
+        # the ByT5 projection has a fixed 2048 hidden width and dominates this tiny model's FLOPs (a few glyph tokens)
+        {"hidden_states": VIDEO, "encoder_hidden_states": TEXT, "encoder_hidden_states_2": (4, 8)},
+        _merge(
+            _mask("encoder_attention_mask", torch.float32),
+            _mask("encoder_attention_mask_2", torch.float32, 4),
+            # text-to-video passes zero image features (the image-to-video pipeline passes SigLIP features)
+            _per_sample(image_embeds=lambda b: torch.zeros(b, 3, 12)),
+        ),
+    ),
+    "easyanimate": TinySpec(
+        "EasyAnimateTransformer3DModel",
+        dict(
+            attention_head_dim=16, num_attention_heads=2, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
+            mmdit_layers=2, num_layers=2, patch_size=2, sample_height=60, sample_width=90, text_embed_dim=TEXT_DIM,
+            time_embed_dim=8, time_position_encoding_type="3d_rope", timestep_activation_fn="silu",
+        ),
+        {"hidden_states": VIDEO, "encoder_hidden_states": TEXT},
+    ),
+    "prx": TinySpec(
+        "PRXTransformer2DModel",
+        dict(
+            in_channels=LATENT_CHANNELS, patch_size=2, context_in_dim=TEXT_DIM, hidden_size=32, mlp_ratio=2.0,
+            num_heads=2, depth=2, axes_dim=[8, 8],  # sums to the head dim (32 / 2)
+            theta=10_000,
+        ),
+        {"hidden_states": IMAGE, "encoder_hidden_states": TEXT},
+        _mask("attention_mask", torch.bool),
+    ),
+    "lumina-next": TinySpec(
+        "LuminaNextDiT2DModel",
+        dict(
+            sample_size=16, patch_size=2, in_channels=LATENT_CHANNELS, hidden_size=24, num_layers=2,
+            num_attention_heads=3, num_kv_heads=1, multiple_of=16, ffn_dim_multiplier=None, norm_eps=1e-5,
+            learn_sigma=False, qk_norm=True, cross_attention_dim=TEXT_DIM, scaling_factor=1.0,
+        ),
+        {"hidden_states": IMAGE, "encoder_hidden_states": TEXT},
+        _merge(
+            _mask("encoder_mask"),
+            _const(cross_attention_kwargs={}),  # the blocks unpack it with **
+            lambda batch, seed: {"image_rotary_emb": _lumina_next_rope()},
+        ),
+    ),
+    "consisid": TinySpec(
+        "ConsisIDTransformer3DModel",
+        # the CogVideoX layout plus identity features (a local face extractor and face cross-attention)
+        dict(
+            num_attention_heads=2, attention_head_dim=8, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
+            time_embed_dim=2, text_embed_dim=TEXT_DIM, num_layers=2, sample_width=LATENT_SIZE,
+            sample_height=LATENT_SIZE, sample_frames=8, patch_size=2, temporal_compression_ratio=4,
+            max_text_seq_length=TEXT_LEN, cross_attn_interval=1, is_kps=False, is_train_face=True,
+            cross_attn_dim_head=1, cross_attn_num_heads=1, LFE_id_dim=2, LFE_vit_dim=2, LFE_depth=5,
+            LFE_dim_head=8, LFE_num_heads=2, LFE_num_id_token=1, LFE_num_querie=1, LFE_output_dim=10,
+            LFE_ff_mult=1, LFE_num_scale=1,
+        ),
+        {"hidden_states": (1, LATENT_CHANNELS, LATENT_SIZE, LATENT_SIZE), "encoder_hidden_states": TEXT,
+         "id_cond": (2,)},
+        lambda batch, seed: {"id_vit_hidden": [draw(batch, seed + 1, v=(2, 2))["v"]]},
+    ),
+    "prior": TinySpec(
+        "PriorTransformer",
+        # the unCLIP / Kandinsky prior: denoises a CLIP image embedding, not a latent image
+        dict(num_attention_heads=2, attention_head_dim=4, num_layers=2, embedding_dim=8, num_embeddings=TEXT_LEN,
+             additional_embeddings=4),
+        {"hidden_states": (8,), "proj_embedding": (8,), "encoder_hidden_states": (TEXT_LEN, 8)},
+        _mask("attention_mask", torch.bool),
+    ),
 }  # fmt: skip
 
 
@@ -558,17 +640,13 @@ NOT_COVERED: dict[str, str] = {
         name: "tiny config not written yet"
         for name in (
             "AceStepTransformer1DModel", "AnyFlowFARTransformer3DModel", "AnyFlowTransformer3DModel",
-            "BriaFibo2Transformer2DModel", "BriaFiboTransformer2DModel", "ConsisIDTransformer3DModel",
-            "DreamLiteTransformer2DModel", "EasyAnimateTransformer3DModel", "ErnieImageTransformer2DModel",
+            "BriaFibo2Transformer2DModel", "BriaFiboTransformer2DModel", "DreamLiteTransformer2DModel", "ErnieImageTransformer2DModel",
             "Flux3Transformer2DModel", "GlmImageTransformer2DModel", "HeliosTransformer3DModel",
-            "HiDreamImageTransformer2DModel", "HunyuanImageTransformer2DModel", "HunyuanVideo15Transformer3DModel",
-            "HunyuanVideoFramepackTransformer3DModel", "Ideogram4Transformer2DModel",
+            "HiDreamImageTransformer2DModel", "HunyuanImageTransformer2DModel", "HunyuanVideoFramepackTransformer3DModel", "Ideogram4Transformer2DModel",
             "JoyImageEditPlusTransformer3DModel", "JoyImageEditTransformer3DModel", "Kandinsky5Transformer3DModel",
             "Kandinsky6SRTransformer3DModel", "Kandinsky6Transformer3DModel", "Krea2Transformer2DModel",
-            "LTX2VideoTransformer3DModel", "LongCatAudioDiTTransformer", "LuminaNextDiT2DModel",
-            "MiniMaxH3Transformer3DModel", "MiniMaxMusic3Transformer1DModel", "MotifVideoTransformer3DModel",
-            "NucleusMoEImageTransformer2DModel", "OmniGenTransformer2DModel", "PRXTransformer2DModel",
-            "PriorTransformer", "QwenImage21Transformer2DModel", "SanaWMLTX2RefinerTransformer3DModel",
+            "LTX2VideoTransformer3DModel", "LongCatAudioDiTTransformer", "MiniMaxH3Transformer3DModel", "MiniMaxMusic3Transformer1DModel", "MotifVideoTransformer3DModel",
+            "NucleusMoEImageTransformer2DModel", "OmniGenTransformer2DModel", "QwenImage21Transformer2DModel", "SanaWMLTX2RefinerTransformer3DModel",
             "SanaWMTransformer3DModel", "StableAudio3DiTModel", "WanAnimateTransformer3DModel",
         )
     },

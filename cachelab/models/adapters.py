@@ -107,6 +107,7 @@ ADAPTERS: dict[str, Adapter] = {
     # and image token counts agree, so it is written down (stacks are found by the generic rule).
     "BriaTransformer2DModel": Adapter(block_outputs={"BriaTransformerBlock": _JOINT_FIRST, "BriaSingleTransformerBlock": _JOINT_FIRST}),
     "ChromaTransformer2DModel": Adapter(block_outputs={"ChromaTransformerBlock": _JOINT_FIRST}),
+    "ConsisIDTransformer3DModel": Adapter(block_outputs={"ConsisIDBlock": _HIDDEN_FIRST}),
     "CogView3PlusTransformer2DModel": Adapter(block_outputs={"CogView3PlusTransformerBlock": _HIDDEN_FIRST}),
     "CogView4Transformer2DModel": Adapter(block_outputs={"CogView4TransformerBlock": _HIDDEN_FIRST}),
     "Flux2Transformer2DModel": Adapter(block_outputs={"Flux2TransformerBlock": _JOINT_FIRST, "Flux2SingleTransformerBlock": _JOINT_FIRST}),
