@@ -83,6 +83,7 @@ def check(name: str, policy: str) -> Outcome:
     with cachelab.apply(model, policy, cfg="batched", num_steps=STEPS, count_macs=False,
                         **params_for(policy, "aggressive", reference)):
         cached, flops = run(model, name, count=True)
+    assert [c.shape for c in cached] == [r.shape for r in reference], f"{policy} changed {name}'s output shapes"
     assert all(torch.isfinite(c).all() for c in cached), f"{policy} made {name}'s outputs non-finite"
     assert flops < base_flops, f"{policy} skipped no FLOPs on {name} ({flops} of {base_flops})"
     after, _ = run(model, name)
@@ -90,4 +91,41 @@ def check(name: str, policy: str) -> Outcome:
     return Outcome(skipped=1 - flops / base_flops)
 
 
-__all__ = ["Outcome", "SEED_POLICIES", "STEPS", "baseline", "check"]
+def short_reason(message: str) -> str:
+    """A refusal's first clause: what the model lacks."""
+    first = message.split("(it has:")[0].split(";")[0].split(". ")[0].split(", so ")[0]
+    return first.strip().rstrip(",").replace("|", "/")
+
+
+def cell(outcome: Outcome) -> str:
+    """The README table's cell for one outcome: ``✓ 25%`` (FLOPs skipped) or ``refuses: why``."""
+    if outcome.refusal is not None:
+        return f"refuses: {short_reason(outcome.refusal)}"
+    return "✓ <1%" if outcome.skipped < 0.005 else f"✓ {outcome.skipped:.0%}"
+
+
+README_SECTION = "## Coverage"
+
+
+def readme_section(text: str) -> str:
+    return text.split(README_SECTION + "\n", 1)[1].split("\n## ", 1)[0]
+
+
+def readme_not_covered(text: str) -> list[str]:
+    """The classes the README's coverage section lists as not covered (``- `Class`: reason`` lines)."""
+    return [line[3:].split("`", 1)[0] for line in readme_section(text).splitlines() if line.startswith("- `")]
+
+
+def readme_table(text: str) -> dict[str, dict[str, str]]:
+    """``model class -> policy -> cell`` from the README's coverage section."""
+    section = readme_section(text)
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    policies = [c.strip() for c in rows[0].strip("|").split("|")][1:]
+    table = {}
+    for line in rows[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        table[cells[0].strip("`")] = dict(zip(policies, cells[1:]))
+    return table
+
+
+__all__ = ["Outcome", "SEED_POLICIES", "STEPS", "baseline", "cell", "check", "readme_not_covered", "readme_table", "short_reason"]

@@ -151,6 +151,8 @@ DIT_CLASSES = 10
 #: Flux-like models take 2x2-packed latents: 4 channels become 16 token channels on a 4x4 grid.
 PACKED_GRID = LATENT_SIZE // 2
 PACKED_CHANNELS = LATENT_CHANNELS * 4
+#: HunyuanVideo Framepack: 4 latent frames, so no frame-index table has the batch size (2) as its length
+FRAMEPACK_FRAMES = 4
 ALLEGRO_HEAD_DIM = 12  # RoPE splits the head into three equal, even parts
 ALLEGRO_ROPE_SCALE = (2.2, 2.0, 2.0)
 
@@ -619,6 +621,65 @@ TINY_TRANSFORMERS: dict[str, TinySpec] = {
         {"hidden_states": (8,), "proj_embedding": (8,), "encoder_hidden_states": (TEXT_LEN, 8)},
         _mask("attention_mask", torch.bool),
     ),
+    "hunyuanvideo-framepack": TinySpec(
+        "HunyuanVideoFramepackTransformer3DModel",
+        dict(
+            in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, num_attention_heads=2, attention_head_dim=10,
+            num_layers=1, num_single_layers=1, num_refiner_layers=1, patch_size=2, patch_size_t=1,
+            guidance_embeds=True, text_embed_dim=TEXT_DIM, pooled_projection_dim=POOLED_DIM,
+            rope_axes_dim=(2, 4, 4),  # must sum to attention_head_dim
+            image_condition_type=None, has_image_proj=True, image_proj_dim=16, has_clean_x_embedder=True,
+        ),
+        # frame counts differ from the batch size: the unbatched frame indices must not look batched
+        {"hidden_states": (LATENT_CHANNELS, FRAMEPACK_FRAMES, LATENT_SIZE, LATENT_SIZE),
+         "encoder_hidden_states": TEXT, "pooled_projections": (POOLED_DIM,), "image_embeds": (TEXT_LEN, 16),
+         "latents_clean": (LATENT_CHANNELS, FRAMEPACK_FRAMES - 1, LATENT_SIZE, LATENT_SIZE),
+         "latents_history_2x": (LATENT_CHANNELS, FRAMEPACK_FRAMES - 1, LATENT_SIZE, LATENT_SIZE),
+         "latents_history_4x": (LATENT_CHANNELS, 4 * (FRAMEPACK_FRAMES - 1), LATENT_SIZE, LATENT_SIZE)},
+        _merge(
+            _mask("encoder_attention_mask", torch.float32),
+            _per_sample(guidance=lambda b: torch.full((b,), 6000.0)),
+            lambda batch, seed: {
+                "indices_latents": torch.arange(FRAMEPACK_FRAMES),
+                "indices_latents_clean": torch.arange(FRAMEPACK_FRAMES - 1),
+                "indices_latents_history_2x": torch.arange(FRAMEPACK_FRAMES - 1),
+                "indices_latents_history_4x": torch.arange(4 * (FRAMEPACK_FRAMES - 1)),
+            },
+        ),
+    ),
+    "hidream": TinySpec(
+        "HiDreamImageTransformer2DModel",
+        dict(
+            patch_size=2, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, num_layers=1,
+            num_single_layers=1, attention_head_dim=8, num_attention_heads=2, caption_channels=[TEXT_DIM, 8],
+            text_emb_dim=POOLED_DIM, num_routed_experts=2, num_activated_experts=2, axes_dims_rope=(4, 2, 2),
+            max_resolution=(LATENT_SIZE, LATENT_SIZE),
+            llama_layers=(1, 2),  # one Llama layer per block, picked from the stacked hidden states
+            force_inference_output=True,
+        ),
+        {"hidden_states": IMAGE, "encoder_hidden_states_t5": TEXT, "pooled_embeds": (POOLED_DIM,)},
+        # Llama hidden states are stacked layer-major: (layers, batch, tokens, dim), the batch in dim 1
+        lambda batch, seed: {"encoder_hidden_states_llama3": draw(batch, seed + 1, h=(3, TEXT_LEN, 8))["h"].transpose(0, 1)},
+        timestep_arg="timesteps",
+    ),
+    "wan-animate": TinySpec(
+        "WanAnimateTransformer3DModel",
+        dict(
+            patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
+            in_channels=3 * LATENT_CHANNELS,  # noisy latents, reference latents and a mask channel group
+            latent_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, text_dim=TEXT_DIM, freq_dim=32,
+            ffn_dim=32, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads", image_dim=16,
+            rope_max_seq_len=32,
+            # small motion encoder channels, else it holds most of the parameters; face crops of 16 px
+            motion_encoder_channel_sizes={"4": 16, "8": 16, "16": 16}, motion_encoder_size=16,
+            motion_style_dim=8, motion_dim=4, motion_encoder_dim=16, face_encoder_hidden_dim=16,
+            face_encoder_num_heads=2, inject_face_latents_blocks=2,
+        ),
+        # one reference frame before the pose frames; 4 pose latent frames = 13 face frames
+        {"hidden_states": (3 * LATENT_CHANNELS, 5, LATENT_SIZE, LATENT_SIZE), "encoder_hidden_states": TEXT,
+         "encoder_hidden_states_image": (4, 16), "pose_hidden_states": (LATENT_CHANNELS, 4, LATENT_SIZE, LATENT_SIZE),
+         "face_pixel_values": (3, 13, 16, 16)},
+    ),
 }  # fmt: skip
 
 
@@ -642,13 +703,12 @@ NOT_COVERED: dict[str, str] = {
             "AceStepTransformer1DModel", "AnyFlowFARTransformer3DModel", "AnyFlowTransformer3DModel",
             "BriaFibo2Transformer2DModel", "BriaFiboTransformer2DModel", "DreamLiteTransformer2DModel", "ErnieImageTransformer2DModel",
             "Flux3Transformer2DModel", "GlmImageTransformer2DModel", "HeliosTransformer3DModel",
-            "HiDreamImageTransformer2DModel", "HunyuanImageTransformer2DModel", "HunyuanVideoFramepackTransformer3DModel", "Ideogram4Transformer2DModel",
+            "HunyuanImageTransformer2DModel", "Ideogram4Transformer2DModel",
             "JoyImageEditPlusTransformer3DModel", "JoyImageEditTransformer3DModel", "Kandinsky5Transformer3DModel",
             "Kandinsky6SRTransformer3DModel", "Kandinsky6Transformer3DModel", "Krea2Transformer2DModel",
             "LTX2VideoTransformer3DModel", "LongCatAudioDiTTransformer", "MiniMaxH3Transformer3DModel", "MiniMaxMusic3Transformer1DModel", "MotifVideoTransformer3DModel",
             "NucleusMoEImageTransformer2DModel", "OmniGenTransformer2DModel", "QwenImage21Transformer2DModel", "SanaWMLTX2RefinerTransformer3DModel",
-            "SanaWMTransformer3DModel", "StableAudio3DiTModel", "WanAnimateTransformer3DModel",
-        )
+            "SanaWMTransformer3DModel", "StableAudio3DiTModel", )
     },
 }  # fmt: skip
 

@@ -23,6 +23,7 @@ class Adapter:
         block_outputs: ``block class name -> names of the forward arguments`` that each output of the block
             updates, in output order (blocks that return ``(encoder_hidden_states, hidden_states)``).
         unbatched_kwargs: denoiser keyword arguments with no batch dimension, never sliced per CFG branch.
+        batch_dims: denoiser keyword arguments whose batch dimension is not the first (argument -> dim).
         batch_sized_tokens: why the token count of the blocks depends on which samples share a call (a joint
             text+image sequence padded to the longest prompt of the batch), empty when it does not.
     """
@@ -32,6 +33,7 @@ class Adapter:
     stack_roles: dict[tuple[str, str], str] = field(default_factory=dict)
     block_outputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     unbatched_kwargs: tuple[str, ...] = ()
+    batch_dims: dict[str, int] = field(default_factory=dict)
     batch_sized_tokens: str = ""
 
 
@@ -94,6 +96,9 @@ ADAPTERS: dict[str, Adapter] = {
     # the VACE blocks are a control branch run before the main stack: they return a projected hint and the
     # control stream, not updates of the blocks' inputs, so only the main stack holds the denoiser's blocks
     "WanVACETransformer3DModel": Adapter(stacks=(("blocks",),)),
+    # the face adapters return an addend for the stream (cross-attention to motion features), not an updated
+    # stream; the main stack holds the denoiser's blocks
+    "WanAnimateTransformer3DModel": Adapter(stacks=(("blocks",),)),
     "LTXVideoTransformer3DModel": Adapter(
         stacks=(("transformer_blocks",),),
         roles={("LTXVideoTransformerBlock", "attn2"): "attn.cross"},
@@ -115,6 +120,13 @@ ADAPTERS: dict[str, Adapter] = {
     "OvisImageTransformer2DModel": Adapter(block_outputs={"OvisImageTransformerBlock": _JOINT_FIRST, "OvisImageSingleTransformerBlock": _JOINT_FIRST}),
     "QwenImageTransformer2DModel": Adapter(block_outputs={"QwenImageTransformerBlock": _JOINT_FIRST}),
     "AuraFlowTransformer2DModel": Adapter(block_outputs={"AuraFlowJointTransformerBlock": _JOINT_FIRST}),
+    # Llama hidden states come stacked layer-major, (layers, batch, tokens, dim)
+    "HiDreamImageTransformer2DModel": Adapter(batch_dims={"encoder_hidden_states_llama3": 1}),
+    # a call of one sample crops the text to its valid tokens; a batched call pads every sample to the full length
+    "HunyuanVideoFramepackTransformer3DModel": Adapter(
+        batch_sized_tokens="a call of one sample crops the text to its valid tokens while a batched call keeps "
+        "them all",
+    ),
     # the refiners run once on the image and once on the text tokens before the main layers
     "Lumina2Transformer2DModel": Adapter(
         stacks=(("layers",),),
