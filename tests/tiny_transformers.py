@@ -723,6 +723,21 @@ TINY_TRANSFORMERS: dict[str, TinySpec] = {
         {"hidden_states": IMAGE, "text_bth": TEXT},
         _per_sample(text_lens=lambda b: torch.tensor([TEXT_LEN - 3 * (i % 2) for i in range(b)])),
     ),
+    "joyimage-edit-plus": TinySpec(
+        "JoyImageEditPlusTransformer3DModel",
+        dict(
+            patch_size=[1, 2, 2], in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, hidden_size=32,
+            num_attention_heads=2, text_dim=TEXT_DIM, mlp_width_ratio=2.0, num_layers=2,
+            rope_dim_list=[4, 6, 6],  # sums to the head dim (32 / 2)
+        ),
+        # pre-patchified latents: (patches, channels, pt, ph, pw), the target only (no reference images), and per
+        # sample the (t, h, w) patch grid of each component
+        {"hidden_states": (VIDEO_FRAMES * PACKED_GRID**2, LATENT_CHANNELS, 1, 2, 2), "encoder_hidden_states": TEXT},
+        _merge(
+            _mask("encoder_hidden_states_mask", torch.float32),
+            _per_sample(shape_list=lambda b: [[(VIDEO_FRAMES, PACKED_GRID, PACKED_GRID)] for _ in range(b)]),
+        ),
+    ),
 }  # fmt: skip
 
 
@@ -756,7 +771,6 @@ NOT_COVERED: dict[str, str] = {
     "GlmImageTransformer2DModel": "time ran out: no tiny config yet (prior token ids from an autoregressive stage, KV caches)",
     "HeliosTransformer3DModel": "time ran out: no tiny config yet (short/mid/long latent histories and their frame indices)",
     "Ideogram4Transformer2DModel": "time ran out: no tiny config yet (position ids, segment ids and indicators of a packed sequence)",
-    "JoyImageEditPlusTransformer3DModel": "time ran out: no tiny config yet (a per-sample shape_list and a text mask)",
     "Kandinsky6SRTransformer3DModel": "time ran out: no tiny config yet (super-resolution stage of Kandinsky 6)",
     "Kandinsky6Transformer3DModel": "time ran out: no tiny config yet (audio latents, visual RoPE positions and token type ids)",
     "Krea2Transformer2DModel": "time ran out: no tiny config yet (position ids and its own text stack)",
