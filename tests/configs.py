@@ -10,3 +10,13 @@ NEVER_REUSE = {
     "fastercache": {"dynamic": {"interval": 1}, "cfg_cache": {"interval": 1}},
 }
 SEED_POLICIES = sorted(NEVER_REUSE)
+
+#: per seed policy, parameters that reuse on most steps and every site kind, so every reuse path runs
+AGGRESSIVE = {
+    "vanilla": {"interval": 2, "window": [0, 1]},
+    "dynamic": {"interval": 2, "window": [0, 1], "roles": ["attn.spatial", "attn.temporal", "attn.joint", "attn.cross"]},
+    "cfg_cache": {"interval": 2, "window": [0, 1]},
+    "pab": {"window": [0, 1], "mlp_interval": 2, "mlp_layers": 1},
+    "delta_dit": {"interval": 2, "span": 1},
+    "fastercache": {"dynamic": {"interval": 2, "window": [0, 1]}, "cfg_cache": {"interval": 2, "window": [0, 1]}},
+}

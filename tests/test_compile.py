@@ -8,7 +8,7 @@ import torch._dynamo as dynamo
 from torch._dynamo.utils import counters
 
 import cachelab
-from tiny import TINY_TRANSFORMERS
+from tiny_transformers import TINY_TRANSFORMERS
 
 STEPS = 6
 TIMESTEPS = torch.linspace(950, 50, STEPS).tolist()

@@ -157,7 +157,7 @@ def test_denoiser_without_a_timestep_parameter_is_refused_with_how_to_name_it(mo
 
 
 def test_a_policy_that_reuses_nothing_says_so():
-    from tiny import TINY_TRANSFORMERS
+    from tiny_transformers import TINY_TRANSFORMERS
 
     spec = TINY_TRANSFORMERS["flux"]
     model = spec.build()

@@ -8,8 +8,8 @@ import torch
 
 import cachelab
 from cachelab.hooks.registry import ModuleHook, attach, detach, detach_all, hook_of, hooks_of
-from tiny import TINY_TRANSFORMERS
 from tiny_pipelines import tiny_pipeline
+from tiny_transformers import TINY_TRANSFORMERS
 
 STEPS = 4
 TIMESTEPS = [999.0, 749.0, 499.0, 249.0]

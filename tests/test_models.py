@@ -4,10 +4,10 @@ import pytest
 import torch
 
 import cachelab
-from configs import NEVER_REUSE
-from tiny import TINY_TRANSFORMERS
+from configs import AGGRESSIVE, NEVER_REUSE
+from tiny_transformers import TINY_TRANSFORMERS
 
-# role counts each tiny config must show (layers per stack are in tests/tiny.py)
+# role counts each tiny config must show (layers per stack are in tests/tiny_transformers.py)
 EXPECTED_ROLES = {
     "latte": {"block": 4, "attn.spatial": 2, "attn.temporal": 2, "attn.cross": 2, "ffn": 4},
     "cogvideox": {"block": 2, "attn.joint": 2, "ffn": 2},
@@ -25,17 +25,10 @@ TOKEN_OUTPUTS = {"flux", "ltx"}  # packed latents: cfg_cache needs layout="flat"
 
 STEPS = 8
 TIMESTEPS = torch.linspace(950, 50, STEPS).tolist()
-AGGRESSIVE = {  # reuse on most steps, everywhere, so every reuse path runs
-    "vanilla": {"interval": 2, "window": [0, 1]},
-    "dynamic": {"interval": 2, "window": [0, 1], "roles": ["attn.spatial", "attn.temporal", "attn.joint", "attn.cross"]},
-    "cfg_cache": {"interval": 2, "window": [0, 1]},
-    "pab": {"window": [0, 1], "mlp_interval": 2, "mlp_layers": 1},
-    "delta_dit": {"interval": 2, "span": 1},
-    "fastercache": {"dynamic": {"interval": 2, "window": [0, 1]}, "cfg_cache": {"interval": 2, "window": [0, 1]}},
-}
 
 
-@pytest.fixture(scope="module", params=sorted(TINY_TRANSFORMERS))
+# the eleven original families; every other tiny transformer is tried with every policy in tests/test_coverage.py
+@pytest.fixture(scope="module", params=sorted(EXPECTED_ROLES))
 def tiny(request):
     spec = TINY_TRANSFORMERS[request.param]
     return request.param, spec.build(), spec

@@ -8,9 +8,9 @@ from diffusers import FlowMatchHeunDiscreteScheduler, HeunDiscreteScheduler, KDP
 import cachelab
 from cachelab.hooks.context import StepTracker, branches_of_context
 from configs import NEVER_REUSE
-from tiny import TINY_TRANSFORMERS
 from tiny_pipelines import CALL_DEFAULTS as PIPELINE_CALL_DEFAULTS
 from tiny_pipelines import tiny_pipeline
+from tiny_transformers import TINY_TRANSFORMERS
 
 # a second-order schedule of 4 steps as Heun lists it: the first timestep once, then every later one twice
 HEUN = [999.0, 749.0, 749.0, 499.0, 499.0, 249.0, 249.0]

@@ -1,7 +1,7 @@
 """Tiny, offline diffusers pipelines of the current families: one table-driven builder.
 
 ``tiny_pipeline(family, seed=0)`` assembles the real, unmodified diffusers pipeline class of ``family`` from tiny
-random components: the matching transformer of :data:`tiny.TINY_TRANSFORMERS` (or one built here for the
+random components: the matching transformer of :data:`tiny_transformers.TINY_TRANSFORMERS` (or one built here for the
 pipeline-only families Qwen-Image and HunyuanVideo-1.5), a small VAE of the family's class, the family's scheduler,
 text encoders of the family's classes built from configs, and word-level tokenizers built with the ``tokenizers``
 package. Nothing is downloaded. Every component is seeded, encoders are in ``eval()``, the progress bar is off,
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from tiny import (
+from tiny_transformers import (
     COGVIDEOX_FRAMES,
     LATENT_CHANNELS,
     LATTE_FRAMES,
@@ -38,8 +38,8 @@ from tiny import (
     TEXT_LEN,
     TINY_TRANSFORMERS,
     WAN_FRAMES,
-    _seeded,
 )
+from tiny_transformers import seeded as _seeded
 
 if TYPE_CHECKING:  # only for annotations: importing diffusers/transformers takes seconds
     from diffusers import DiffusionPipeline

@@ -41,6 +41,9 @@ class Site:
             (``("hidden_states", "encoder_hidden_states")``), when discovery knows the block class; else None.
         unbatched: keyword inputs of the call that carry no batch dimension (rotary tables, position ids), which
             a policy must not split by CFG branch.
+        batch_dims: keyword inputs whose batch dimension is not the first (HiDream's Llama features: 1).
+        batch_sized_tokens: why the token count of a denoiser's blocks depends on which samples share a call
+            (text padded to the longest prompt of the call), empty when it does not.
     """
 
     name: str
@@ -51,6 +54,8 @@ class Site:
     denoiser: str = "transformer"
     outputs: tuple[str, ...] | None = None
     unbatched: tuple[str, ...] = ()
+    batch_dims: dict[str, int] = field(default_factory=dict)
+    batch_sized_tokens: str = ""
 
     @property
     def kind(self) -> str:

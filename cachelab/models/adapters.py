@@ -23,6 +23,9 @@ class Adapter:
         block_outputs: ``block class name -> names of the forward arguments`` that each output of the block
             updates, in output order (blocks that return ``(encoder_hidden_states, hidden_states)``).
         unbatched_kwargs: denoiser keyword arguments with no batch dimension, never sliced per CFG branch.
+        batch_dims: denoiser keyword arguments whose batch dimension is not the first (argument -> dim).
+        batch_sized_tokens: why the token count of the blocks depends on which samples share a call (a joint
+            text+image sequence padded to the longest prompt of the batch), empty when it does not.
     """
 
     stacks: tuple[tuple[str, ...], ...] = ()
@@ -30,6 +33,8 @@ class Adapter:
     stack_roles: dict[tuple[str, str], str] = field(default_factory=dict)
     block_outputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     unbatched_kwargs: tuple[str, ...] = ()
+    batch_dims: dict[str, int] = field(default_factory=dict)
+    batch_sized_tokens: str = ""
 
 
 #: Arguments that never carry a batch dimension in any diffusers transformer.
@@ -88,6 +93,12 @@ ADAPTERS: dict[str, Adapter] = {
         },
     ),
     "WanTransformer3DModel": Adapter(stacks=(("blocks",),)),
+    # the VACE blocks are a control branch run before the main stack: they return a projected hint and the
+    # control stream, not updates of the blocks' inputs, so only the main stack holds the denoiser's blocks
+    "WanVACETransformer3DModel": Adapter(stacks=(("blocks",),)),
+    # the face adapters return an addend for the stream (cross-attention to motion features), not an updated
+    # stream; the main stack holds the denoiser's blocks
+    "WanAnimateTransformer3DModel": Adapter(stacks=(("blocks",),)),
     "LTXVideoTransformer3DModel": Adapter(
         stacks=(("transformer_blocks",),),
         roles={("LTXVideoTransformerBlock", "attn2"): "attn.cross"},
@@ -97,7 +108,36 @@ ADAPTERS: dict[str, Adapter] = {
         block_outputs={"MochiTransformerBlock": _HIDDEN_FIRST},
     ),
     "AllegroTransformer3DModel": Adapter(stacks=(("transformer_blocks",),)),
+    # Blocks that return both streams. Which output updates which input cannot be told by shape when the text
+    # and image token counts agree, so it is written down (stacks are found by the generic rule).
+    "BriaTransformer2DModel": Adapter(block_outputs={"BriaTransformerBlock": _JOINT_FIRST, "BriaSingleTransformerBlock": _JOINT_FIRST}),
+    "ChromaTransformer2DModel": Adapter(block_outputs={"ChromaTransformerBlock": _JOINT_FIRST}),
+    "ConsisIDTransformer3DModel": Adapter(block_outputs={"ConsisIDBlock": _HIDDEN_FIRST}),
+    "CogView3PlusTransformer2DModel": Adapter(block_outputs={"CogView3PlusTransformerBlock": _HIDDEN_FIRST}),
+    "CogView4Transformer2DModel": Adapter(block_outputs={"CogView4TransformerBlock": _HIDDEN_FIRST}),
+    "Flux2Transformer2DModel": Adapter(block_outputs={"Flux2TransformerBlock": _JOINT_FIRST, "Flux2SingleTransformerBlock": _JOINT_FIRST}),
+    "LongCatImageTransformer2DModel": Adapter(block_outputs={"LongCatImageTransformerBlock": _JOINT_FIRST, "LongCatImageSingleTransformerBlock": _JOINT_FIRST}),
+    "OvisImageTransformer2DModel": Adapter(block_outputs={"OvisImageTransformerBlock": _JOINT_FIRST, "OvisImageSingleTransformerBlock": _JOINT_FIRST}),
+    "QwenImageTransformer2DModel": Adapter(block_outputs={"QwenImageTransformerBlock": _JOINT_FIRST}),
+    "AuraFlowTransformer2DModel": Adapter(block_outputs={"AuraFlowJointTransformerBlock": _JOINT_FIRST}),
+    # Llama hidden states come stacked layer-major, (layers, batch, tokens, dim)
+    "HiDreamImageTransformer2DModel": Adapter(batch_dims={"encoder_hidden_states_llama3": 1}),
+    # a call of one sample crops the text to its valid tokens; a batched call pads every sample to the full length
+    "HunyuanVideoFramepackTransformer3DModel": Adapter(
+        batch_sized_tokens="a call of one sample crops the text to its valid tokens while a batched call keeps "
+        "them all",
+    ),
+    # the refiners run once on the image and once on the text tokens before the main layers
+    "Lumina2Transformer2DModel": Adapter(
+        stacks=(("layers",),),
+        batch_sized_tokens="its main layers run on one joint text+image sequence per sample, padded to the longest "
+        "prompt in the call",
+    ),
 }
+
+#: Block lists whose attention is joint by construction: single-stream blocks (Flux, Chroma, Bria, AuraFlow,
+#: Flux2, LongCat-Image, Ovis-Image ...) run one attention over the concatenated text and image tokens.
+JOINT_STACKS = ("single_transformer_blocks",)
 
 
 def adapter_for(model_class_name: str) -> Adapter | None:

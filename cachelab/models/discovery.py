@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from torch import nn
 
 from cachelab.errors import SiteError
-from cachelab.models.adapters import ADAPTERS, COMMON_UNBATCHED, Adapter, adapter_for
+from cachelab.models.adapters import ADAPTERS, COMMON_UNBATCHED, JOINT_STACKS, Adapter, adapter_for
 from cachelab.hooks.sites import ATTENTION_ROLES, ROLES, Site, SiteSet
 
 
@@ -61,7 +61,12 @@ def find_sites(
             they name; the ``denoiser`` site is always the model itself.
         denoiser: the name of this denoiser inside its pipeline (``transformer``, ``transformer_2`` ...).
     """
-    sites = [Site(name="", role="denoiser", module=model, denoiser=denoiser, unbatched=COMMON_UNBATCHED)]
+    adapter = adapter_for(type(model).__name__) or Adapter()
+    sites = [
+        Site(name="", role="denoiser", module=model, denoiser=denoiser,
+             unbatched=COMMON_UNBATCHED + tuple(adapter.unbatched_kwargs), batch_dims=dict(adapter.batch_dims),
+             batch_sized_tokens=adapter.batch_sized_tokens)
+    ]
     auto: list[Site] = []
     if is_diffusers_model(model):
         auto = _discover_diffusers(model, denoiser)
@@ -195,6 +200,8 @@ def _attention_role(adapter: Adapter, block_class: str, stack: str, attr: str, m
         return role
     if getattr(module, "is_cross_attention", False):
         return "attn.cross"
+    if stack in JOINT_STACKS:
+        return "attn.joint"
     if getattr(module, "added_kv_proj_dim", None) is not None or getattr(module, "add_k_proj", None) is not None:
         return "attn.joint"  # text tokens get their own projections and join the visual tokens
     if "temporal" in stack.split("_"):

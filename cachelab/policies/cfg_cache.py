@@ -153,7 +153,7 @@ class CfgCache(Policy):
         if self._full(call):
             return call.defer(then=lambda output: self._keep_batched(call, output)) if call.should_store() else call.defer()
         n = call.ctx.branch_size
-        args, kwargs = _cond_half(call.args, call.kwargs, 2 * n, call.site.unbatched)
+        args, kwargs = _cond_half(call.args, call.kwargs, 2 * n, call.site.unbatched, call.site.batch_dims)
         return call.defer(args, kwargs, branches=("cond",), then=lambda output: self._with_rebuilt_uncond(call, output))
 
     def _keep_batched(self, call, output):
@@ -214,12 +214,21 @@ class CfgCache(Policy):
         return rebuild_uncond(cond, state["delta"], low, high, c.radius_divisor, split=c.layout != "flat")
 
 
-def _cond_half(args: tuple, kwargs: dict, batch: int, unbatched: tuple[str, ...]) -> tuple[tuple, dict]:
-    """The conditional half of every batched input ([uncond, cond] along dim 0); ``unbatched`` inputs as they are."""
+def _cond_half(
+    args: tuple, kwargs: dict, batch: int, unbatched: tuple[str, ...], batch_dims: dict[str, int]
+) -> tuple[tuple, dict]:
+    """The conditional half of every batched input ([uncond, cond] along dim 0, or along the dimension
+    ``batch_dims`` names for an input); ``unbatched`` inputs as they are."""
 
-    def half(x: torch.Tensor) -> torch.Tensor:
-        return x[batch // 2 :] if x.ndim and x.shape[0] == batch else x
+    def half(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
+        return x.narrow(dim, batch // 2, batch - batch // 2) if x.ndim > dim and x.shape[dim] == batch else x
+
+    def half_of(name: str, value):
+        if name in unbatched:
+            return value
+        dim = batch_dims.get(name, 0)
+        return tree_map(lambda x: half(x, dim), value)
 
     args = tuple(tree_map(half, a) for a in args)
-    kwargs = {k: (v if k in unbatched else tree_map(half, v)) for k, v in kwargs.items()}
+    kwargs = {k: half_of(k, v) for k, v in kwargs.items()}
     return args, kwargs
