@@ -206,3 +206,15 @@ def test_skipping_saves_flops():
         skipped = handle.stats().computed_steps("transformer_blocks.2").count(False)
     assert skipped >= STEPS // 2
     assert cached < 0.8 * full
+
+
+def test_refuses_blocks_that_reshape_tokens_between_them():
+    """Latte alternates spatial blocks (frames x tokens) and temporal blocks (tokens x frames): the last block's
+    output has another shape than the first's, so no span residual exists (diffusers' hook would subtract them)."""
+    spec = TINY_TRANSFORMERS["latte"]
+    model = spec.build()
+    with cachelab.apply(model, "fbcache", cfg="batched", num_steps=STEPS, threshold=0.5):
+        with pytest.raises(cachelab.PolicyError, match=r"fbcache: the hidden_states stream leaves the last block "
+                                                       r"\(temporal_transformer_blocks\.1\) with shape"):
+            run(model, spec)
+    assert cachelab.handle_of(model) is None

@@ -72,7 +72,9 @@ class FirstBlockCache(Policy):
         shared.setdefault("names", {})[site.key] = _names(site, call, output)
         if site is self._tails[site.denoiser]:
             tail = _streams(output, shared["names"][site.key])
-            shared["tail_residual"] = {n: tail[n] - h for n, h in shared["head_out"].items() if tail.get(n) is not None}
+            shared["tail_residual"] = {
+                n: _span_residual(site, tail[n], h, n) for n, h in shared["head_out"].items() if tail.get(n) is not None
+            }
         return output
 
     def _head(self, site, call, shared):
@@ -101,6 +103,17 @@ def relative_l1(current: torch.Tensor, previous: torch.Tensor) -> float:
     if scale == 0:
         return float("inf")
     return ((current - previous).abs().mean() / scale).item()
+
+
+def _span_residual(tail, tail_out: torch.Tensor, head_out: torch.Tensor, stream: str) -> torch.Tensor:
+    if tail_out.shape != head_out.shape:
+        raise PolicyError(
+            f"fbcache: the {stream} stream leaves the last block ({tail.key}) with shape {tuple(tail_out.shape)} "
+            f"but the first with {tuple(head_out.shape)}: the model reshapes tokens between its blocks (e.g. "
+            "alternating spatial and temporal stacks), so there is no residual to cache across them. Choose the "
+            "blocks of one stack with sites={'block': regex}."
+        )
+    return tail_out - head_out
 
 
 def _input(site, call, name):
