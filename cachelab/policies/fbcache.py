@@ -108,10 +108,10 @@ def relative_l1(current: torch.Tensor, previous: torch.Tensor) -> float:
 def _span_residual(tail, tail_out: torch.Tensor, head_out: torch.Tensor, stream: str) -> torch.Tensor:
     if tail_out.shape != head_out.shape:
         raise PolicyError(
-            f"fbcache: the {stream} stream leaves the last block ({tail.key}) with shape {tuple(tail_out.shape)} "
-            f"but the first with {tuple(head_out.shape)}: the model reshapes tokens between its blocks (e.g. "
-            "alternating spatial and temporal stacks), so there is no residual to cache across them. Choose the "
-            "blocks of one stack with sites={'block': regex}."
+            f"fbcache: the last block ({tail.key}) returns {stream} of shape {tuple(tail_out.shape)} but the first "
+            f"block {tuple(head_out.shape)}, so no residual spans them: the model reshapes or joins tokens between "
+            "its blocks (alternating spatial and temporal stacks; text joined to the image tokens before a "
+            "single-stream stack). Choose the blocks of one stack with sites={'block': regex}."
         )
     return tail_out - head_out
 
