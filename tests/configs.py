@@ -8,6 +8,7 @@ NEVER_REUSE = {
     "pab": {"spatial_interval": 1, "temporal_interval": 1, "cross_interval": 1, "joint_interval": 1},
     "delta_dit": {"interval": 1},
     "fastercache": {"dynamic": {"interval": 1}, "cfg_cache": {"interval": 1}},
+    "fbcache": {"threshold": 0.0},
 }
 SEED_POLICIES = sorted(NEVER_REUSE)
 
@@ -19,4 +20,5 @@ AGGRESSIVE = {
     "pab": {"window": [0, 1], "mlp_interval": 2, "mlp_layers": 1},
     "delta_dit": {"interval": 2, "span": 1},
     "fastercache": {"dynamic": {"interval": 2, "window": [0, 1]}, "cfg_cache": {"interval": 2, "window": [0, 1]}},
+    "fbcache": {"threshold": 10.0},  # every step after the first skips all blocks but the first
 }
