@@ -17,6 +17,7 @@ from cachelab.hooks.history import tree_map2
 from cachelab.policies.base import Policy, PolicyConfig, require_sites
 from cachelab.policies.registry import register_policy
 from cachelab.policies.schedule import Unit
+from cachelab.policies.streams import block_input, stream_names
 
 import torch
 
@@ -109,40 +110,12 @@ class DeltaDit(Policy):
 
 def block_inputs(site, call, output):
     """The inputs each output of a block updates, in the output's structure."""
-    if isinstance(output, torch.Tensor):
-        return _input(call, "hidden_states", site)
-    names = site.outputs
+    names = stream_names("delta_dit", site, call, output)
     if names is None:
-        names = _match_by_shape(site, call, output)
+        return _input(site, call, "hidden_states")
     # outputs that are None (SD3's last block returns no text stream) have nothing to add to
-    return type(output)(None if out is None else _input(call, n, site) for out, n in zip(output, names))
+    return type(output)(None if out is None else _input(site, call, n) for out, n in zip(output, names))
 
 
-def _input(call, name, site):
-    value = call.argument(name)
-    if value is None and name == "hidden_states" and call.args:
-        value = call.args[0]
-    if not isinstance(value, torch.Tensor):
-        raise PolicyError(f"delta_dit: block {site.key} has no tensor input {name!r} to add its cached deviation to")
-    return value
-
-
-def _match_by_shape(site, call, output):
-    """Pair each output with the one input of the same shape (used for blocks no adapter describes)."""
-    names: list[str] = []
-    for out in output:
-        if out is None:
-            names.append("")
-            continue
-        hits = [
-            n
-            for n in ("hidden_states", "encoder_hidden_states")
-            if n not in names and isinstance(call.argument(n), torch.Tensor) and call.argument(n).shape == out.shape
-        ]
-        if len(hits) != 1:
-            raise PolicyError(
-                f"delta_dit: cannot tell which input each output of {type(site.module).__name__} ({site.key}) "
-                "updates; describe the block in cachelab.models.adapters (block_outputs)"
-            )
-        names.append(hits[0])
-    return tuple(names)
+def _input(site, call, name):
+    return block_input("delta_dit", site, call, name, " to add its cached deviation to")

@@ -22,8 +22,8 @@ from pydantic import Field
 
 from cachelab.errors import PolicyError
 from cachelab.policies.base import Policy, PolicyConfig, require_sites
-from cachelab.policies.delta_dit import _match_by_shape
 from cachelab.policies.registry import register_policy
+from cachelab.policies.streams import block_input, stream_names
 
 
 class FirstBlockCacheConfig(PolicyConfig):
@@ -117,19 +117,11 @@ def _span_residual(tail, tail_out: torch.Tensor, head_out: torch.Tensor, stream:
 
 
 def _input(site, call, name):
-    value = call.argument(name)
-    if value is None and name == "hidden_states" and call.args:
-        value = call.args[0]
-    if not isinstance(value, torch.Tensor):
-        raise PolicyError(f"fbcache: block {site.key} has no tensor input {name!r}")
-    return value
+    return block_input("fbcache", site, call, name)
 
 
 def _names(site, call, output):
-    """Which input stream each output of a block updates (None for a block returning one tensor)."""
-    if isinstance(output, torch.Tensor):
-        return None
-    return tuple(site.outputs) if site.outputs is not None else _match_by_shape(site, call, output)
+    return stream_names("fbcache", site, call, output)
 
 
 def _streams(output, names) -> dict:

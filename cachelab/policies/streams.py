@@ -1,0 +1,51 @@
+"""Which input each output of a block updates: shared by policies that cache what a span of blocks adds.
+
+A block returns one tensor (``hidden_states``) or a tuple of streams (``hidden_states``, ``encoder_hidden_states``
+in joint-attention blocks, in an order that differs by architecture). Discovery records the order on
+``site.outputs`` for the blocks it knows; other blocks are matched by shape.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from cachelab.errors import PolicyError
+
+
+def block_input(policy: str, site, call, name: str, purpose: str = "") -> torch.Tensor:
+    """The tensor input ``name`` of a block call (``hidden_states`` may be the first positional argument)."""
+    value = call.argument(name)
+    if value is None and name == "hidden_states" and call.args:
+        value = call.args[0]
+    if not isinstance(value, torch.Tensor):
+        raise PolicyError(f"{policy}: block {site.key} has no tensor input {name!r}{purpose}")
+    return value
+
+
+def stream_names(policy: str, site, call, output) -> tuple[str, ...] | None:
+    """The input each output of a block updates, in order (``""`` for an output that is None); None when the block
+    returns one tensor."""
+    if isinstance(output, torch.Tensor):
+        return None
+    return tuple(site.outputs) if site.outputs is not None else _match_by_shape(policy, site, call, output)
+
+
+def _match_by_shape(policy: str, site, call, output) -> tuple[str, ...]:
+    """Pair each output with the one input of the same shape (for blocks no adapter describes)."""
+    names: list[str] = []
+    for out in output:
+        if out is None:
+            names.append("")
+            continue
+        hits = [
+            n
+            for n in ("hidden_states", "encoder_hidden_states")
+            if n not in names and isinstance(call.argument(n), torch.Tensor) and call.argument(n).shape == out.shape
+        ]
+        if len(hits) != 1:
+            raise PolicyError(
+                f"{policy}: cannot tell which input each output of {type(site.module).__name__} ({site.key}) "
+                "updates; describe the block in cachelab.models.adapters (block_outputs)"
+            )
+        names.append(hits[0])
+    return tuple(names)
