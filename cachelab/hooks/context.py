@@ -168,9 +168,6 @@ class StepTracker:
         # per-token timesteps (Wan 2.2 TI2V, LTX conditioning) hold 0 for clean tokens: the step is the max
         return (float(t.max().item()) if t.numel() > 1 else float(t.item())), None
 
-    def timestep_value(self, t) -> float:
-        return self.read_timestep(t)[0]
-
     @property
     def num_steps(self) -> int | None:
         return self._num_steps if self._num_steps is not None else self.fixed_num_steps
@@ -262,9 +259,7 @@ class StepTracker:
             else:
                 return False
             return True
-        if self._map is None:
-            self._choose_map(t)
-        u = self._on_schedule(t)
+        u = self._on_schedule(t)  # the mapping was chosen when the generation started (align)
         here = self._nearest(u, self._step)
         limit = self._calls_per_step
         if here == self._step and (limit is None or self._call + 1 < limit):

@@ -106,13 +106,6 @@ class Call:
             then,
         )
 
-    def resolve(self, result: Any) -> Any:
-        """The value of a ``forward`` result: a :class:`Deferred` is run here, now."""
-        if not isinstance(result, Deferred):
-            return result
-        output = self.run(result.args, result.kwargs, result.branches)
-        return output if result.then is None else result.then(output)
-
     def argument(self, name: str, default: Any = None) -> Any:
         """An input of the call by parameter name (positional or keyword)."""
         if name in self.kwargs:
@@ -227,8 +220,9 @@ class _OutsideGraphs:
     ``torch.compiler.disable`` for calls that dynamo traces. The disabled wrapper costs microseconds per call,
     which launch-bound eager workloads would feel at every hooked site."""
 
-    _eager_methods: dict
-    _disabled: dict
+    def _bookkeeping(self, **methods) -> None:
+        self._eager_methods = methods
+        self._disabled = {name: torch.compiler.disable(fn) for name, fn in methods.items()}
 
     def _methods(self):
         """The bookkeeping methods for this call: the disabled ones while dynamo traces, and also while it merely
@@ -274,9 +268,7 @@ class _SiteHook(_OutsideGraphs, ModuleHook):
         self.slot = slot
         self.full_control = getattr(slot.controller, "full_control", True)
         self._pending: tuple[Call, Deferred] | None = None
-        self._eager_methods = {"decide": self._decide, "finish": self._finish, "abandon": self._abandon,
-                               "eager": self._eager}
-        self._disabled = {k: torch.compiler.disable(v) for k, v in self._eager_methods.items()}
+        self._bookkeeping(decide=self._decide, finish=self._finish, abandon=self._abandon, eager=self._eager)
 
     def new_forward(self, module, original, args, kwargs):
         methods = self._methods()
@@ -307,7 +299,7 @@ class _SiteHook(_OutsideGraphs, ModuleHook):
             return _EAGER, None
         plan = slot.plan
         if not self.full_control and plan is not None and step < len(plan) and plan[step] and not slot.keep[step]:
-            runtime.record.record(slot.site._key, step, len(ctx.branches) * ctx.branch_size, 0)  # without a Call
+            runtime.record.record(slot.site.key, step, len(ctx.branches) * ctx.branch_size, 0)  # without a Call
             return _RUN, None
         call = Call(slot.site, ctx, original, args, kwargs, runtime, slot)
         result = slot.controller.forward(slot.site, call)
@@ -387,8 +379,7 @@ class _DenoiserHook(_OutsideGraphs, ModuleHook):
         self.timestep_position = positions.get(self.timestep_name) if self.timestep_name else None
         self.sample_names = [n for n in ("hidden_states", "sample", "x", "latents") if n in positions]
         self._pending: tuple[Call, Deferred] | None = None
-        self._eager_methods = {"enter": self._enter, "finish": self._finish, "exit": self._exit}
-        self._disabled = {k: torch.compiler.disable(v) for k, v in self._eager_methods.items()}
+        self._bookkeeping(enter=self._enter, finish=self._finish, exit=self._exit)
 
     def _timestep(self, args, kwargs):
         name = self.timestep_name
@@ -444,7 +435,7 @@ class _DenoiserHook(_OutsideGraphs, ModuleHook):
         branches = tracker.branches_for_call(call_index, batch, sample)
         ctx = tracker.context(t, branches, max(batch // len(branches), 1))
         runtime.ctx = ctx
-        runtime.record.logical_samples[(self.site._key, ctx.step)] += batch
+        runtime.record.logical_samples[(self.site.key, ctx.step)] += batch
         signature = _signature(args, kwargs) if runtime.count_macs else ()
         if runtime.needs_profile(self.site, signature):
             self._measure(original, args, kwargs, ctx, signature)
@@ -622,7 +613,7 @@ class Runtime:
         ctx = call.ctx
         computed = len(call.computed_branches) * ctx.branch_size
         total = len(ctx.branches) * ctx.branch_size
-        self.record.record(site._key, ctx.step, min(computed, total), max(total - computed, 0))
+        self.record.record(site.key, ctx.step, min(computed, total), max(total - computed, 0))
 
     def needs_profile(self, denoiser: Site, signature: tuple) -> bool:
         return self.count_macs and (denoiser.key, signature) not in self._profiles

@@ -61,15 +61,14 @@ class Site:
     def kind(self) -> str:
         return self.role
 
-    @property
-    def key(self) -> str:
-        """Unique name across denoisers, used in stats and plans."""
-        if not self.name:
-            return denoiser_key(self.denoiser)
-        return self.name if self.denoiser == "transformer" else f"{self.denoiser}:{self.name}"
+    #: unique name across denoisers, used in stats and plans (set once: it is read on every hooked call)
+    key: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._key = self.key  # read on every hooked call
+        if not self.name:
+            self.key = denoiser_key(self.denoiser)
+        else:
+            self.key = self.name if self.denoiser == "transformer" else f"{self.denoiser}:{self.name}"
 
 
 def denoiser_key(denoiser: str) -> str:
