@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 import cachelab
 from cachelab import metrics
+from cachelab.errors import PolicyError
 from cachelab.zoo.registry import VideoModel
 from cachelab.spec import policy_to_dict, resolve_policy
 from cachelab.timing import timed
@@ -67,6 +68,8 @@ class CaseResult:
     lpips_reason: str | None = None
     prompt_following: dict | None = None
     error: str | None = None
+    #: the error is the policy refusing this model (a PolicyError saying why), not a failure
+    refused: bool = False
 
 
 @dataclass
@@ -214,7 +217,8 @@ def run_bench(
             if case.kind == "uncached":
                 raise
             report.results.append(CaseResult(case.name, case.kind, _policy_repr(case.policy), float("nan"), [],
-                                             error=f"{type(exc).__name__}: {exc}"))
+                                             error=f"{type(exc).__name__}: {exc}",
+                                             refused=case.kind == "cachelab" and isinstance(exc, PolicyError)))
             continue
         if case.kind == "diffusers":  # same schedule as the cachelab row with this policy: same counts
             twin = next((r for r in report.results if r.kind == "cachelab" and r.policy == result.policy), None)
@@ -294,7 +298,7 @@ def format_table(report: BenchReport) -> list[list[str]]:
     rows = [header]
     for r in report.results:
         if r.error:
-            rows.append([r.name, f"failed: {r.error[:120]}"] + [""] * (len(header) - 2))
+            rows.append([r.name, f"{'refuses' if r.refused else 'failed'}: {r.error[:120]}"] + [""] * (len(header) - 2))
             continue
         row = [
             r.name,

@@ -55,6 +55,17 @@ def test_bench_command_writes_table_json_and_sample(tmp_path):
     assert "random weights" in result.output
 
 
+def test_a_policy_that_refuses_the_model_is_a_row_not_a_failure(tmp_path):
+    # Latte's blocks alternate spatial and temporal stacks, which fbcache refuses (no residual spans them)
+    result = invoke("bench", "--model", "tiny-random-latte", "--steps", 4, "--prompts", 1, "--policies", "fbcache,pab",
+                    "--no-samples", "--json", tmp_path / "r.json", "--out-dir", tmp_path, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads((tmp_path / "r.json").read_text())["results"]}
+    assert rows["fbcache"]["refused"] and rows["fbcache"]["error"].startswith("PolicyError: fbcache: the last block")
+    assert not rows["pab"]["error"]
+    assert "| fbcache | refuses: PolicyError: fbcache:" in (tmp_path / "tiny-random-latte.md").read_text()
+
+
 def test_run_command_with_compare(tmp_path):
     result = invoke("run", "--model", "tiny-random-cogvideox", "--prompt", "a red circle moving left", "--policy",
                     "fastercache", "--param", "cfg_cache.interval=2", "--out", tmp_path / "v.gif", "--steps", 8,
