@@ -13,7 +13,7 @@ from cachelab.errors import (
 )
 from cachelab.hooks.context import StepContext
 from cachelab.models.discovery import find_sites
-from cachelab.policies import Policy, PolicyConfig, Window, list_policies, policy_class, register_policy
+from cachelab.policies import Policy, PolicyConfig, Window, list_policies, load_plugin, policy_class, register_policy
 from cachelab.spec import resolve_policy, save_policy_file
 
 __version__ = "0.1.0"
@@ -24,6 +24,7 @@ __all__ = [
     "handle_of",
     "find_sites",
     "list_policies",
+    "load_plugin",
     "policy_class",
     "register_policy",
     "resolve_policy",

@@ -48,8 +48,16 @@ class _Group(click.Group):
 
 @click.group(cls=_Group)
 @click.version_option(cachelab.__version__, prog_name="cachelab")
-def main() -> None:
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE", envvar="CACHELAB_PLUGINS",
+              help="import a module (dotted name or .py file) whose policies join the registry; repeatable "
+                   "(also $CACHELAB_PLUGINS, space-separated). Installed packages can declare an entry point in "
+                   "the group 'cachelab.policies' instead.")
+def main(plugins: tuple[str, ...]) -> None:
     """cachelab: cache policies that make diffusion transformers generate faster without retraining."""
+    from cachelab.policies.registry import load_plugin
+
+    for module in plugins:
+        load_plugin(module)
 
 
 @main.command()

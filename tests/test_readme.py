@@ -26,6 +26,8 @@ def test_readme_examples_run(capsys):
         exec(compile(block, str(README), "exec"), namespace)
     printed = capsys.readouterr().out
     assert "ideal speedup" in printed and "attn.joint" in printed
+    # the own-policy example ran on the README's CogVideoX pipeline: 6 blocks computed on 5 of 20 steps
+    assert re.search(r"^block\s+6\s+30\s+90\s", printed, re.M), printed
     import cachelab
 
     assert "residual_skip" in cachelab.list_policies()

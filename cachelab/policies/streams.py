@@ -30,6 +30,16 @@ def stream_names(policy: str, site, call, output) -> tuple[str, ...] | None:
     return tuple(site.outputs) if site.outputs is not None else _match_by_shape(policy, site, call, output)
 
 
+def inputs_like(site, call, like, policy: str = "policy"):
+    """The block's inputs arranged like ``like`` (its output, or a value stored from one): for each output, the input
+    it updates (None where the output is None). ``output - inputs_like(site, call, output)`` is what the block added,
+    whether it takes keyword arguments or returns a tuple of streams."""
+    names = stream_names(policy, site, call, like)
+    if names is None:
+        return block_input(policy, site, call, "hidden_states")
+    return type(like)(block_input(policy, site, call, n) if n else None for n in names)
+
+
 def _match_by_shape(policy: str, site, call, output) -> tuple[str, ...]:
     """Pair each output with the one input of the same shape (for blocks no adapter describes)."""
     names: list[str] = []

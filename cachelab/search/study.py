@@ -36,6 +36,7 @@ from optuna.trial import TrialState
 
 import cachelab
 from cachelab.errors import CachelabError, LayoutError, PolicyError, SiteError
+from cachelab.policies.registry import loaded_plugins
 from cachelab.zoo.registry import VideoModel, create_model, model_entry
 from cachelab.search.errors import SearchError, StudyMismatchError
 from cachelab.search.objectives import Evaluator, Objectives, Workload, load_references, parse_objectives, prune_reason
@@ -206,6 +207,7 @@ def run_search(
                     "trials": trials,
                     "seed": seed,
                     "tracking": tracking,
+                    "plugins": loaded_plugins(),  # policies from the user's modules exist in the workers too
                     "threads": max(1, (os.cpu_count() or 1) // n_workers) if devices[0] == "cpu" else None,
                 }
                 _run_workers(payload, devices, st, bar)

@@ -19,6 +19,7 @@ def main(argv: list[str]) -> int:
         import optuna
         import torch
 
+        from cachelab.policies.registry import load_plugin
         from cachelab.zoo.registry import create_model
         from cachelab.search.errors import SearchError
         from cachelab.search.objectives import Evaluator, Workload, load_references, parse_objectives
@@ -28,6 +29,8 @@ def main(argv: list[str]) -> int:
         from cachelab.search.tracking import Tracker, TrackingConfig
 
         payload = json.loads(payload_path.read_text())
+        for module in payload.get("plugins", []):
+            load_plugin(module)
         if payload["threads"] and not os.environ.get("OMP_NUM_THREADS"):
             torch.set_num_threads(payload["threads"])
         if device.startswith("cuda"):
