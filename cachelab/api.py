@@ -172,8 +172,9 @@ class CacheHandle:
         """Compute/reuse per site and step that the policy's schedule gives for ``num_steps`` steps."""
         return Plan(self.runtime.plan(num_steps, timesteps), {s.key: s.role for s in self.sites})
 
-    def cache_bytes(self) -> tuple[int, int]:
-        """(bytes the stored values hold now, bytes of the branch slices the policy reads)."""
+    def cache_bytes(self) -> int:
+        """Bytes of device storage the stored values keep alive now (peaks over a generation, and how much of it
+        later calls read: ``runtime.track_cache`` and ``runtime.cache_peaks()``, as ``cachelab bench`` does)."""
         return self.runtime.cache_bytes()
 
     @property

@@ -1,7 +1,9 @@
 """``cachelab bench``: the uncached baseline and cache policies on the same prompts and seeds, measured alike.
 
-Per case: MACs and ideal speedup (from cachelab's counts), latency (synchronised wall clock of whole
-generations after a warm-up; median of the timed runs), measured speedup against the baseline of the same run,
+Per case: MACs and ideal speedup (cachelab's counts for its policies; for the uncached baseline and other libraries'
+caches, the MACs that ran in one more generation under ``FlopCounterMode``), latency (synchronised wall clock of
+whole generations after a warm-up; median and spread of the timed runs), measured speedup against the baseline of
+the same run,
 peak device memory, the cache's own bytes (held vs what the policy must keep), quality against the uncached
 videos (PSNR, SSIM, LPIPS when its weights are present) and, for the bundled models, prompt following.
 
@@ -24,6 +26,7 @@ from tqdm.auto import tqdm
 import cachelab
 from cachelab import metrics
 from cachelab.errors import PolicyError
+from cachelab.hooks.engine import counting_macs
 from cachelab.zoo.registry import VideoModel
 from cachelab.spec import policy_to_dict, resolve_policy
 from cachelab.timing import timed
@@ -36,7 +39,8 @@ class Case:
     """One row of a bench: ``kind`` is ``uncached``, ``cachelab`` or ``diffusers``.
 
     ``policy`` is a cachelab policy spec; for diffusers rows, ``diffusers_config`` builds diffusers' config for a
-    model and ``policy`` holds the cachelab spec with the same schedule (its plan gives the row's MACs).
+    model and ``policy`` names the cachelab spec with the same schedule (the row it is compared with; its MACs are
+    counted on its own).
     """
 
     name: str
@@ -52,6 +56,8 @@ class CaseResult:
     policy: Any
     latency_s: float
     latencies_s: list[float]
+    #: (slowest - fastest) / median of the timed runs the latency is the median of; None for one run
+    latency_spread: float | None = None
     speedup: float | None = None
     total_macs: float | None = None
     computed_macs: float | None = None
@@ -206,13 +212,16 @@ def run_bench(
     if not cases or cases[0].kind != "uncached":
         cases = [Case("uncached", "uncached")] + [c for c in cases if c.kind != "uncached"]
     device = next(model.transformer.parameters()).device
+    # other libraries' caches are measured, not taken from a cachelab twin: count the MACs that run
+    count_macs = any(c.kind == "diffusers" for c in cases)
     report = BenchReport(model.name, model.trained, _device_name(device), steps, guidance, list(prompts), list(seeds), repeats)
     reference = baseline_latency = None
     bar = tqdm(cases, desc=f"bench {model.name}", disable=not progress)
     for case in bar:
         bar.set_postfix_str(case.name)
         try:
-            result, videos = _run_case(model, case, prompts, seeds, steps, guidance, repeats, warmup_steps, device)
+            result, videos = _run_case(model, case, prompts, seeds, steps, guidance, repeats, warmup_steps, device,
+                                       count_macs)
         except Exception as exc:  # one failing case (e.g. a library's cache on a pipeline it does not support)
             if case.kind == "uncached":
                 raise
@@ -220,11 +229,10 @@ def run_bench(
                                              error=f"{type(exc).__name__}: {exc}",
                                              refused=case.kind == "cachelab" and isinstance(exc, PolicyError)))
             continue
-        if case.kind == "diffusers":  # same schedule as the cachelab row with this policy: same counts
-            twin = next((r for r in report.results if r.kind == "cachelab" and r.policy == result.policy), None)
-            if twin is not None:
-                result.total_macs, result.computed_macs = twin.total_macs, twin.computed_macs
-                result.computed_fraction, result.ideal_speedup = twin.computed_fraction, twin.ideal_speedup
+        if case.kind == "diffusers" and result.computed_macs:
+            result.total_macs = report.results[0].total_macs
+            result.computed_fraction = result.computed_macs / result.total_macs
+            result.ideal_speedup = result.total_macs / result.computed_macs
         if case.kind == "uncached":
             reference, baseline_latency = videos, result.latency_s
             result.speedup = 1.0
@@ -243,26 +251,37 @@ def run_bench(
     return report
 
 
-def _run_case(model, case, prompts, seeds, steps, guidance, repeats, warmup_steps, device):
-    """Warm up, one tracked generation (outputs, counts, memory), then the rest of the timed generations."""
+def _run_case(model, case, prompts, seeds, steps, guidance, repeats, warmup_steps, device, count_macs=False):
+    """Warm up, one tracked generation (outputs, counts, memory), then the rest of the timed generations; with
+    ``count_macs``, uncached and other libraries' cases run once more, untimed, under a MAC counter."""
     with _attached(model, case) as handle:
         model.generate(prompts, seeds, warmup_steps, guidance)  # allocations, kernels, MAC profiling
         if handle is not None:
             handle.runtime.track_cache = True
-            handle.runtime.peak_cache = (0, 0)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         videos, first = timed(lambda: model.generate(prompts, seeds, steps, guidance), device)
         times = [first]
         peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
         stats = handle.stats() if handle is not None else None
-        cache = handle.runtime.peak_cache if handle is not None else None
+        cache = None
         if handle is not None:
             handle.runtime.track_cache = False
+            cache = handle.runtime.cache_peaks()
         for _ in range(repeats - 1):
             times.append(timed(lambda: model.generate(prompts, seeds, steps, guidance), device)[1])
-    latency = statistics.median(times[1:]) if len(times) > 1 else times[0]
-    result = CaseResult(case.name, case.kind, _policy_repr(case.policy), latency, times, peak_memory_bytes=peak)
+        counted = None
+        if count_macs and case.kind in ("uncached", "diffusers"):
+            with counting_macs(model.transformer) as counted:
+                model.generate(prompts, seeds, steps, guidance)
+    timed_runs = times[1:] if len(times) > 1 else times
+    latency = statistics.median(timed_runs)
+    spread = (max(timed_runs) - min(timed_runs)) / latency if len(timed_runs) > 1 else None
+    result = CaseResult(case.name, case.kind, _policy_repr(case.policy), latency, times, spread, peak_memory_bytes=peak)
+    if counted is not None:
+        result.computed_macs = counted[0]
+        if case.kind == "uncached":
+            result.total_macs, result.computed_fraction, result.ideal_speedup = counted[0], 1.0, 1.0
     if stats is not None:
         result.total_macs = stats.total_macs
         result.computed_macs = stats.computed_macs
@@ -291,7 +310,7 @@ def _device_name(device: torch.device) -> str:
 
 def format_table(report: BenchReport) -> list[list[str]]:
     """Rows of strings for the report table (header first)."""
-    header = ["case", "GMACs", "ideal", "latency s", "speedup", "of ideal", "peak mem", "cache held/needed",
+    header = ["case", "GMACs", "ideal", "latency s", "spread", "speedup", "of ideal", "peak mem", "cache held/needed",
               "PSNR dB", "SSIM", "LPIPS"]
     pf_keys = ["colour", "shape", "motion"] if any(r.prompt_following for r in report.results) else []
     header += pf_keys
@@ -305,6 +324,7 @@ def format_table(report: BenchReport) -> list[list[str]]:
             _num(r.computed_macs, 1e-9, "{:.2f}"),
             _num(r.ideal_speedup, 1, "{:.2f}x"),
             f"{r.latency_s:.3f}",
+            _num(r.latency_spread, 100, "{:.1f}%"),
             _num(r.speedup, 1, "{:.2f}x"),
             _num(r.realised_of_ideal, 100, "{:.1f}%"),
             _bytes(r.peak_memory_bytes),
@@ -322,7 +342,39 @@ def markdown_table(report: BenchReport) -> str:
     rows = format_table(report)
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    pairs = pair_comparisons(report)
+    if pairs:
+        lines += ["", *(f"- {line}" for line in pairs)]
     return "\n".join(lines)
+
+
+def pair_comparisons(report: BenchReport) -> list[str]:
+    """One line per other library's row beside the cachelab row with the same schedule: their MACs (each counted
+    on its own), and their latency ratio, called a difference only when it exceeds the spread of either row's
+    timed runs."""
+    lines = []
+    for other in report.results:
+        if other.kind != "diffusers" or other.error:
+            continue
+        ours = next((r for r in report.results if r.kind == "cachelab" and r.policy == other.policy and not r.error), None)
+        if ours is None:
+            continue
+        text = f"{ours.name} vs {other.name}: "
+        if ours.computed_macs and other.computed_macs:
+            gap = other.computed_macs / ours.computed_macs - 1
+            text += (f"MACs {ours.computed_macs * 1e-9:.2f} vs {other.computed_macs * 1e-9:.2f} G "
+                     f"({'equal work' if abs(gap) < 0.005 else f'{gap:+.1%}'}); ")
+        ratio = other.latency_s / ours.latency_s
+        spreads = [r.latency_spread for r in (ours, other)]
+        if None in spreads:
+            text += f"latency ratio {ratio:.3f} from one timed run each: repeat (--repeats) to tell a difference"
+        elif abs(ratio - 1) <= max(spreads):
+            text += f"no difference in latency (ratio {ratio:.3f}, inside the runs' spread of {max(spreads):.1%})"
+        else:
+            faster = ours.name if ratio > 1 else other.name
+            text += f"{faster} faster by {max(ratio, 1 / ratio):.3f}x (runs' spread {max(spreads):.1%})"
+        lines.append(text)
+    return lines
 
 
 def _num(value, scale, fmt) -> str:

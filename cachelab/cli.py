@@ -238,6 +238,8 @@ def bench(model_name, policies, steps, num_prompts, guidance, repeats, with_diff
     for row in rows[1:]:
         table.add_row(*row)
     console.print(table)
+    for line in benchmod.pair_comparisons(report):
+        console.print(line)
     if not model.trained:
         console.print("[yellow]random weights: PSNR/SSIM/prompt following are meaningless here[/yellow]")
     (out / f"{model.name}.md").write_text(benchmod.markdown_table(report) + "\n")

@@ -6,16 +6,17 @@ A hook never knows which policy it serves: each hooked site has a *controller* (
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import warnings
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 from torch import nn
 from torch.utils import flop_counter
 
 from cachelab.hooks.context import StepContext, StepTracker, plan_contexts
-from cachelab.hooks.history import History, tree_leaves
+from cachelab.hooks.history import CLOCK, History, tree_leaves
 from cachelab.errors import NothingReusedWarning
 from cachelab.hooks.registry import ModuleHook, attach, detach_all
 from cachelab.hooks.stats import GenerationRecord, Stats
@@ -466,8 +467,7 @@ class _DenoiserHook(_OutsideGraphs, ModuleHook):
         runtime.ctx = None
         self._pending = None
         if runtime.track_cache:
-            held, needed = runtime.cache_bytes()
-            runtime.peak_cache = (max(runtime.peak_cache[0], held), max(runtime.peak_cache[1], needed))
+            runtime.sample_cache()
 
     def _measure(self, original, args, kwargs, ctx: StepContext, signature: tuple) -> None:
         """MACs per sample of the denoiser and of every site, for this input shape: one extra, uncached run of
@@ -491,6 +491,32 @@ _EXTRA_FLOP_FORMULAS = {}
 if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
     # the CPU flash kernel has no formula in torch's registry; its cost is that of any SDPA
     _EXTRA_FLOP_FORMULAS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa_flops
+
+
+@contextlib.contextmanager
+def counting_macs(module: nn.Module) -> Iterator[list[float]]:
+    """Count the MACs that run inside ``module``'s calls while the block lasts, with the formulas of the runtime's
+    own profile (FlopCounterMode): how another library's cache is measured without trusting anyone's bookkeeping.
+    Yields a one-item list holding the running total."""
+    total = [0.0]
+    counters: list[flop_counter.FlopCounterMode] = []
+
+    def enter(module, args, kwargs):
+        counters.append(flop_counter.FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS))
+        counters[-1].__enter__()
+
+    def leave(module, args, kwargs, output):
+        counter = counters.pop()
+        counter.__exit__(None, None, None)
+        total[0] += counter.get_total_flops() / 2
+
+    handles = [module.register_forward_pre_hook(enter, with_kwargs=True),
+               module.register_forward_hook(leave, with_kwargs=True, always_call=True)]
+    try:
+        yield total
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _signature(args, kwargs) -> tuple:
@@ -528,9 +554,9 @@ class Runtime:
         self._profiles: dict[tuple, dict[str, float]] = {}
         self._profiling: dict[str, float] = {}
         self._warned_no_reuse = False
-        #: when True, the largest cache footprint seen at the end of any denoiser call is kept in peak_cache
+        #: when True, the cache footprint is sampled at the end of every denoiser call (see cache_peaks)
         self.track_cache = False
-        self.peak_cache = (0, 0)
+        self._cache_samples: list[tuple[int, int, int, list]] = []
         self._attached: list[tuple[nn.Module, str]] = []  # (module, hook name), in attach order
         self._denoiser_sites: dict[str, Site] = {}
         for site, controller in assignments:
@@ -664,14 +690,29 @@ class Runtime:
             out[key] = plan_site(slot.controller, slot.site, contexts)[0]
         return out
 
-    def cache_bytes(self) -> tuple[int, int]:
-        """(bytes held by stored values, bytes the stored branch slices need)."""
+    def cache_bytes(self) -> int:
+        """Bytes of device storage that stored values keep alive now (a slice keeps its whole storage)."""
         storages: dict[int, int] = {}
-        required = 0
         for slot in self.slots.values():
             for t in slot.history.tensors() + tree_leaves(list(slot.state.values())):
                 storage = t.untyped_storage()
                 storages[storage.data_ptr()] = storage.nbytes()
-            required += slot.history.required_bytes()
-            required += sum(t.numel() * t.element_size() for t in tree_leaves(list(slot.state.values())))
-        return sum(storages.values()), required
+        return sum(storages.values())
+
+    def sample_cache(self) -> None:
+        """Record the footprint now, and which kept branch slices there are, for :meth:`cache_peaks`."""
+        state = sum(t.numel() * t.element_size() for slot in self.slots.values()
+                    for t in tree_leaves(list(slot.state.values())))
+        slices = [s for slot in self.slots.values() for s in slot.history.slices()]
+        self._cache_samples.append((next(CLOCK), self.cache_bytes(), state, slices))
+
+    def cache_peaks(self) -> tuple[int, int]:
+        """(peak bytes held, peak bytes needed) over the samples since ``track_cache`` was set, then forgets them.
+
+        Needed at a sample counts the kept branch slices that some later call reads (a slice kept but never read
+        again is waste), plus controllers' free-form state, whose reads cachelab cannot see and so counts whole."""
+        held = max((h for _, h, _, _ in self._cache_samples), default=0)
+        needed = max((state + sum(n for reads, branch, n in slices if reads.get(branch, -1) > tick)
+                      for tick, _, state, slices in self._cache_samples), default=0)
+        self._cache_samples = []
+        return held, needed

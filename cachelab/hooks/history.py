@@ -8,6 +8,7 @@ alone on a step where CFG-Cache skips the unconditional branch).
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Callable
 
 import torch
@@ -67,13 +68,18 @@ def branch_slice(tree: Tree, branches: tuple[str, ...], branch: str) -> Tree:
     return tree_map(lambda x: x.chunk(len(branches), dim=0)[index], tree)
 
 
+#: one clock for reads of stored values and for footprint samples, so "read after this sample" is a comparison
+CLOCK = itertools.count()
+
+
 class _Entry:
-    __slots__ = ("value", "branches", "step")
+    __slots__ = ("value", "branches", "step", "reads")
 
     def __init__(self, value: Tree, branches: tuple[str, ...], step: int):
         self.value = value
         self.branches = branches
         self.step = step
+        self.reads: dict[str, int] = {}  # branch -> CLOCK at its latest read
 
 
 class History:
@@ -108,6 +114,9 @@ class History:
         values = []
         for i in range(1, count + 1):
             entries = [self._by_branch[b][-i] for b in branches]
+            tick = next(CLOCK)
+            for entry, branch in zip(entries, branches):
+                entry.reads[branch] = tick
             first = entries[0]
             if first.branches == branches and all(e is first for e in entries):
                 values.append(first.value)
@@ -129,10 +138,10 @@ class History:
                 seen[id(e)] = e
         return [leaf for e in seen.values() for leaf in tree_leaves(e.value)]
 
-    def required_bytes(self) -> int:
-        """Bytes of the values kept, counting only the branch slices still referenced."""
-        total = 0
-        for entries in self._by_branch.values():
+    def slices(self) -> list[tuple[dict[str, int], str, int]]:
+        """Per kept branch slice: its entry's read record (live: later reads land in it), the branch, its bytes."""
+        out = []
+        for branch, entries in self._by_branch.items():
             for e in entries:
-                total += sum(t.numel() * t.element_size() for t in tree_leaves(e.value)) // len(e.branches)
-        return total
+                out.append((e.reads, branch, sum(t.numel() * t.element_size() for t in tree_leaves(e.value)) // len(e.branches)))
+        return out
