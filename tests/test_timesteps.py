@@ -160,3 +160,30 @@ def test_timestep_parameter_by_name_or_signature():
         assert handle.stats().computed_fraction < 1.0
         positional = net(x, torch.tensor([900.0]))  # a new generation, read positionally
     assert torch.equal(positional, outs[0])
+
+
+def _compatible_schedulers():
+    return sorted(tiny_pipeline("latte").scheduler.compatibles, key=lambda cls: cls.__name__)
+
+
+@pytest.mark.parametrize("scheduler_cls", _compatible_schedulers(), ids=lambda cls: cls.__name__)
+def test_every_compatible_scheduler_places_steps(scheduler_cls):
+    """What the README's "any scheduler" means: every scheduler diffusers lists as compatible with the pipeline's
+    own (``scheduler.compatibles``) gets one step per listed timestep, plans equal counts, and never-reuse is exact."""
+    try:
+        pipe = _latte(scheduler_cls)
+    except ImportError as exc:  # LMS needs scipy, DPM-Solver-SDE torchsde: diffusers' optional dependencies
+        pytest.skip(f"{scheduler_cls.__name__} needs a library diffusers does not require: {str(exc).strip().splitlines()[0]}")
+    steps = 4
+    reference = _generate(pipe, "latte", steps)
+    with cachelab.apply(pipe, "pab", **NEVER_REUSE["pab"]):
+        assert torch.equal(_generate(pipe, "latte", steps), reference)
+    with cachelab.apply(pipe, "pab", spatial_interval=2, temporal_interval=2, cross_interval=2, window=[0, 1]) as handle:
+        _generate(pipe, "latte", steps)
+        stats = handle.stats()
+        positions = len(pipe.scheduler.timesteps)
+        plan = handle.plan(positions, timesteps=pipe.scheduler.timesteps)
+    assert stats.record.num_steps == positions
+    for key, planned in plan.items():
+        assert stats.computed_steps(key) == planned
+    assert stats.computed_fraction < 1.0
