@@ -18,7 +18,7 @@ import statistics
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 import torch
 from tqdm.auto import tqdm
@@ -32,21 +32,27 @@ from cachelab.spec import policy_to_dict, resolve_policy
 from cachelab.timing import timed
 
 NEVER_REUSE = {"policy": "fastercache", "dynamic": {"interval": 1}, "cfg_cache": {"interval": 1}}
+FBCACHE_THRESHOLD = 0.1  # skips about half the steps of the bundled models: both decision paths run
 
 
 @dataclass
 class Case:
-    """One row of a bench: ``kind`` is ``uncached``, ``cachelab`` or ``diffusers``.
+    """One row of a bench: ``kind`` is ``uncached``, ``cachelab``, or the library of another implementation
+    (``diffusers``, ``cache-dit``).
 
-    ``policy`` is a cachelab policy spec; for diffusers rows, ``diffusers_config`` builds diffusers' config for a
-    model and ``policy`` names the cachelab spec with the same schedule (the row it is compared with; its MACs are
-    counted on its own).
+    ``policy`` is a cachelab policy spec; for another library's row, ``attach`` is a context manager factory that
+    enables that library's cache on a model, and ``policy`` names the cachelab spec with the same settings (the row
+    it is compared with; each row's MACs are counted on its own).
     """
 
     name: str
     kind: str = "cachelab"
     policy: Any = None
-    diffusers_config: Callable[[VideoModel, Callable], Any] | None = None
+    attach: Callable[[VideoModel], ContextManager] | None = None
+
+    @property
+    def other(self) -> bool:
+        return self.kind not in ("uncached", "cachelab")
 
 
 @dataclass
@@ -103,8 +109,8 @@ def policy_cases(names: list[str]) -> list[Case]:
 
 
 def diffusers_cases(model: VideoModel) -> list[Case]:
-    """diffusers' PAB and FasterCache with the settings of diffusers' docs, each beside cachelab's policy at the same
-    schedule. diffusers' PAB identifiers also match Latte's temporal blocks (they get the spatial interval), and its
+    """diffusers' PAB and FasterCache with the settings of diffusers' docs, and its FirstBlockCache at threshold
+    ``FBCACHE_THRESHOLD``, each beside cachelab's policy at the same schedule or settings. diffusers' PAB identifiers also match Latte's temporal blocks (they get the spatial interval), and its
     FasterCache extrapolates attention only on steps where the unconditional branch is skipped; the cachelab
     configs reproduce both, so the two rows of a pair do the same work."""
     latte = model.tensor_format == "BCFHW" and "latte" in type(model.transformer).__name__.lower()
@@ -159,11 +165,19 @@ def diffusers_cases(model: VideoModel) -> list[Case]:
             current_timestep_callback=timestep,
         )
 
+    def fbcache_config(model, timestep):
+        from diffusers import FirstBlockCacheConfig
+
+        return FirstBlockCacheConfig(threshold=FBCACHE_THRESHOLD)
+
+    fbcache_same = {"policy": "fbcache", "threshold": FBCACHE_THRESHOLD}
     return [
         Case("pab (diffusers schedule)", "cachelab", pab_same),
-        Case("diffusers PAB", "diffusers", pab_same, pab_config),
+        Case("diffusers PAB", "diffusers", pab_same, diffusers_cache(pab_config)),
         Case("fastercache (diffusers schedule)", "cachelab", fastercache_same),
-        Case("diffusers FasterCache", "diffusers", fastercache_same, fastercache_config),
+        Case("diffusers FasterCache", "diffusers", fastercache_same, diffusers_cache(fastercache_config)),
+        Case(f"fbcache (threshold {FBCACHE_THRESHOLD})", "cachelab", fbcache_same),
+        Case("diffusers FirstBlockCache", "diffusers", fbcache_same, diffusers_cache(fbcache_config)),
     ]
 
 
@@ -180,20 +194,31 @@ def _attached(model: VideoModel, case: Case):
             with cachelab.apply(model.target, case.policy, cfg=model.cfg) as handle:
                 yield handle
         return
-    # diffusers' hooks read the current timestep through a callback: capture it from the transformer's input
-    seen: dict[str, Any] = {}
-
-    def remember(module, args, kwargs):
-        t = kwargs.get("timestep")
-        seen["t"] = t.reshape(-1)[0] if isinstance(t, torch.Tensor) else t
-
-    pre = model.transformer.register_forward_pre_hook(remember, with_kwargs=True)
-    model.transformer.enable_cache(case.diffusers_config(model, lambda: seen["t"]))
-    try:
+    with case.attach(model):
         yield None
-    finally:
-        model.transformer.disable_cache()
-        pre.remove()
+
+
+def diffusers_cache(build_config: Callable[[VideoModel, Callable], Any]) -> Callable[[VideoModel], ContextManager]:
+    """A case's ``attach`` for a diffusers cache config: ``build_config(model, current_timestep)``; diffusers' PAB
+    and FasterCache read the current timestep through a callback, captured here from the transformer's input."""
+
+    @contextmanager
+    def attach(model: VideoModel):
+        seen: dict[str, Any] = {}
+
+        def remember(module, args, kwargs):
+            t = kwargs.get("timestep")
+            seen["t"] = t.reshape(-1)[0] if isinstance(t, torch.Tensor) else t
+
+        pre = model.transformer.register_forward_pre_hook(remember, with_kwargs=True)
+        model.transformer.enable_cache(build_config(model, lambda: seen["t"]))
+        try:
+            yield
+        finally:
+            model.transformer.disable_cache()
+            pre.remove()
+
+    return attach
 
 
 def run_bench(
@@ -213,7 +238,7 @@ def run_bench(
         cases = [Case("uncached", "uncached")] + [c for c in cases if c.kind != "uncached"]
     device = next(model.transformer.parameters()).device
     # other libraries' caches are measured, not taken from a cachelab twin: count the MACs that run
-    count_macs = any(c.kind == "diffusers" for c in cases)
+    count_macs = any(c.other for c in cases)
     report = BenchReport(model.name, model.trained, _device_name(device), steps, guidance, list(prompts), list(seeds), repeats)
     reference = baseline_latency = None
     bar = tqdm(cases, desc=f"bench {model.name}", disable=not progress)
@@ -229,7 +254,7 @@ def run_bench(
                                              error=f"{type(exc).__name__}: {exc}",
                                              refused=case.kind == "cachelab" and isinstance(exc, PolicyError)))
             continue
-        if case.kind == "diffusers" and result.computed_macs:
+        if case.other and result.computed_macs:
             result.total_macs = report.results[0].total_macs
             result.computed_fraction = result.computed_macs / result.total_macs
             result.ideal_speedup = result.total_macs / result.computed_macs
@@ -271,7 +296,7 @@ def _run_case(model, case, prompts, seeds, steps, guidance, repeats, warmup_step
         for _ in range(repeats - 1):
             times.append(timed(lambda: model.generate(prompts, seeds, steps, guidance), device)[1])
         counted = None
-        if count_macs and case.kind in ("uncached", "diffusers"):
+        if count_macs and case.kind != "cachelab":
             with counting_macs(model.transformer) as counted:
                 model.generate(prompts, seeds, steps, guidance)
     timed_runs = times[1:] if len(times) > 1 else times
@@ -354,7 +379,7 @@ def pair_comparisons(report: BenchReport) -> list[str]:
     timed runs."""
     lines = []
     for other in report.results:
-        if other.kind != "diffusers" or other.error:
+        if other.kind in ("uncached", "cachelab") or other.error:
             continue
         ours = next((r for r in report.results if r.kind == "cachelab" and r.policy == other.policy and not r.error), None)
         if ours is None:

@@ -24,7 +24,7 @@ def test_same_schedule_reproduces_diffusers_caches(name):
     model = create_model(name, device="cpu")
     prompts = model.prompts(2)
     baseline = model.generate(prompts, [0, 1], 20, 5.0)
-    pab_ours, pab_theirs, fc_ours, fc_theirs = diffusers_cases(model)
+    pab_ours, pab_theirs, fc_ours, fc_theirs = diffusers_cases(model)[:4]
     outputs = {}
     for case in (pab_ours, pab_theirs, fc_ours, fc_theirs):
         with _attached(model, case):
@@ -37,6 +37,20 @@ def test_same_schedule_reproduces_diffusers_caches(name):
     effect = (outputs[fc_theirs.name] - baseline).abs().max()
     gap = (outputs[fc_ours.name] - outputs[fc_theirs.name]).abs().max()
     assert effect > 1e-3 and gap < effect / 20
+
+
+def test_same_threshold_reproduces_diffusers_first_block_cache():
+    model = create_model("tiny-cogvideox", device="cpu")  # trained: random weights change too much to ever skip
+    ours, theirs = diffusers_cases(model)[4:6]
+    assert theirs.policy == ours.policy == {"policy": "fbcache", "threshold": 0.1}
+    outputs = []
+    for case in (ours, theirs):
+        with _attached(model, case) as handle:
+            outputs.append(model.generate(model.prompts(1), [0], 20, 5.0))
+            if handle is not None:
+                fraction = handle.stats().computed_fraction
+    assert 0.2 < fraction < 0.9  # some steps skipped, others computed
+    assert torch.equal(*outputs)
 
 
 def test_bench_command_writes_table_json_and_sample(tmp_path):
