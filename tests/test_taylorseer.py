@@ -11,6 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import cachelab
 from cachelab.policies.taylorseer import taylor_factors, taylor_forecast
+from tiny_pipelines import CALL_DEFAULTS, tiny_pipeline
 from tiny_transformers import TINY_TRANSFORMERS
 
 STEPS = 12
@@ -310,3 +311,30 @@ def test_diffusers_default_forecasts_nothing_on_cogvideox():
     assert forecasts == 6
     assert cached < 0.7 * full
     assert sum(torch.equal(a, b) for a, b in zip(ours, uncached)) == STEPS - forecasts
+
+
+def test_through_the_cogvideox_pipeline():
+    """The same in the real sampling loop: CogVideoX's pipeline names its batched call ``cond_uncond`` and resets
+    diffusers' hooks after each generation. With default identifiers diffusers' latents equal the uncached ones;
+    with the blocks named, diffusers and cachelab give the same latents, generation after generation."""
+    pipe = tiny_pipeline("cogvideox")
+
+    def generate():
+        return pipe(prompt="a red circle moving left", negative_prompt="", num_inference_steps=STEPS, guidance_scale=5.0,
+                    generator=torch.Generator().manual_seed(0), output_type="latent", **CALL_DEFAULTS["cogvideox"]).frames
+
+    uncached = generate()
+    for identifiers in (None, [r"transformer_blocks\.\d+"]):
+        pipe.transformer.enable_cache(TaylorSeerCacheConfig(cache_interval=3, max_order=2, cache_identifiers=identifiers,
+                                                            taylor_factors_dtype=torch.float32))
+        try:
+            theirs = [generate(), generate()]
+        finally:
+            pipe.transformer.disable_cache()
+        if identifiers is None:
+            assert torch.equal(theirs[0], uncached) and torch.equal(theirs[1], uncached)
+    with cachelab.apply(pipe, "taylorseer", interval=3, max_order=2) as handle:
+        ours = generate()
+        assert handle.stats().computed_steps("transformer_blocks.1") == FULL_STEPS
+    assert torch.equal(ours, theirs[0]) and torch.equal(ours, theirs[1])
+    assert not torch.equal(ours, uncached)
