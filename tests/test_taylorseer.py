@@ -114,7 +114,8 @@ def test_each_forecast_step_follows_the_formula(order):
                             max_order=order, **SETTINGS) as handle:
             cached = [model(x, t) for x, t in inputs]
             stats = handle.stats()
-    assert stats.computed_steps("blocks.1") == FULL_STEPS
+            plan = handle.plan(STEPS)
+    assert stats.computed_steps("blocks.1") == plan["blocks.1"] == FULL_STEPS
     full = [s for s in range(STEPS) if FULL_STEPS[s]]
     for step in range(STEPS):
         if FULL_STEPS[step]:
