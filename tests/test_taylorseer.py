@@ -339,3 +339,21 @@ def test_through_the_cogvideox_pipeline():
         assert handle.stats().computed_steps("transformer_blocks.1") == FULL_STEPS
     assert torch.equal(ours, theirs[0]) and torch.equal(ours, theirs[1])
     assert not torch.equal(ours, uncached)
+
+
+@pytest.mark.parametrize("warmup, interval, end", [(3, 5, None), (0, 4, None), (1, 2, 7), (5, 3, 9)])
+def test_plan_is_diffusers_schedule(warmup, interval, end):
+    """Full steps where diffusers' hook computes (its own decision function, one call per step), except that a step
+    with nothing stored computes here where diffusers raises (``warmup_steps=0``)."""
+    from diffusers.hooks.hooks import CacheContext, StateManager
+    from diffusers.hooks.taylorseer_cache import TaylorSeerCacheHook, TaylorSeerState
+
+    states = StateManager(TaylorSeerState)
+    states.set_context(CacheContext("cond"))
+    hook = TaylorSeerCacheHook(interval, warmup, torch.float32, states, disable_cache_after_step=end)
+    theirs = [hook._measure_should_compute()[0] for _ in range(STEPS)]
+    policy = cachelab.policy_class("taylorseer")(interval=interval, warmup_steps=warmup, end_step=end)
+    with cachelab.apply(Toy(), policy, sites={"block": r"blocks\.1"}, cfg="off") as handle:
+        ours = handle.plan(STEPS)["blocks.1"]
+    assert ours == [theirs[0] or warmup == 0] + theirs[1:]
+    assert not all(ours)
