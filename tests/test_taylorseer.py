@@ -69,6 +69,14 @@ def test_forecast_of_polynomial_features():
     torch.testing.assert_close(taylor_forecast(factors_at([0, 3, 6], quadratic, 2), 2), quadratic(8) - curve * 3 * 2)
 
 
+def test_a_change_of_shape_starts_over_at_order_zero():
+    """Tokens added or dropped between full steps (diffusers: Qwen-Image's prefill step): no difference exists."""
+    before = taylor_factors(torch.randn(1, 5, 3), None, 0, 2)
+    after = torch.randn(1, 4, 3)
+    factors = taylor_factors(after, before, 1, 2)
+    assert len(factors) == 1 and torch.equal(taylor_forecast(factors, 2), after)
+
+
 def test_tuple_outputs_are_forecast_per_tensor_and_none_passes_through():
     x0, x1, e0, e1 = torch.randn(4, 2, 3)
     factors = taylor_factors((x1, e1, None), taylor_factors((x0, e0, None), None, 0, 1), 2, 1)

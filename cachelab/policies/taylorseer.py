@@ -92,10 +92,10 @@ class TaylorSeer(Policy):
     def _update(self, call, output):
         branches, step = call.ctx.branches, call.ctx.step
         for group, last in _groups(call):
-            mine = output if group == branches else branch_slice(output, branches, group[0])
+            value = output if group == branches else branch_slice(output, branches, group[0])
             previous = None if last is None else call.history.get(group, 1)[0]
             gap = 0 if last is None else step - last
-            call.history.push(taylor_factors(mine, previous, gap, self.config.max_order), group, step)
+            call.history.push(taylor_factors(value, previous, gap, self.config.max_order), group, step)
         return output
 
 
