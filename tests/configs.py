@@ -9,6 +9,7 @@ NEVER_REUSE = {
     "delta_dit": {"interval": 1},
     "fastercache": {"dynamic": {"interval": 1}, "cfg_cache": {"interval": 1}},
     "fbcache": {"threshold": 0.0},
+    "taylorseer": {"interval": 1},
 }
 SEED_POLICIES = sorted(NEVER_REUSE)
 
@@ -21,4 +22,6 @@ AGGRESSIVE = {
     "delta_dit": {"interval": 2, "span": 1},
     "fastercache": {"dynamic": {"interval": 2, "window": [0, 1]}, "cfg_cache": {"interval": 2, "window": [0, 1]}},
     "fbcache": {"threshold": 10.0},  # every step after the first skips all blocks but the first
+    # full steps 0 and 2, every other step forecasts (order 0 at step 1, then order 1 from steps 0 and 2)
+    "taylorseer": {"interval": 8, "warmup_steps": 1, "max_order": 2},
 }

@@ -20,6 +20,7 @@ POLICIES = {
     "delta_dit": {"interval": 2, "span": 1},
     "cfg_cache": {"interval": 2, **EVERYWHERE},
     "fastercache": {"dynamic": {"interval": 2, **EVERYWHERE}, "cfg_cache": {"interval": 2, **EVERYWHERE}},
+    "taylorseer": {"interval": 2, "warmup_steps": 1, "max_order": 2},  # forecasts at steps 1, 3, 5
 }
 # the functions cachelab keeps outside compiled graphs; a break anywhere else would be a bug of ours
 DECISIONS = ("_decide", "_finish", "_enter", "_eager", "_abandon", "_exit")

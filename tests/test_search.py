@@ -85,6 +85,7 @@ DECLARED = {
         "window.end": (0, 400),
     },
     "delta_dit": {"interval": (1, 6), "span": (0.1, 0.5), "boundary": (0.2, 0.8)},
+    "taylorseer": {"interval": (2, 8), "max_order": (1, 2), "warmup_steps": (1, 6)},
 }
 
 
