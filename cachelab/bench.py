@@ -14,6 +14,7 @@ the same schedule (``diffusers_cases``), so speeds compare side by side.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import warnings
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ from cachelab.timing import timed
 
 NEVER_REUSE = {"policy": "fastercache", "dynamic": {"interval": 1}, "cfg_cache": {"interval": 1}}
 FBCACHE_THRESHOLD = 0.1  # skips about half the steps of the bundled models: both decision paths run
+TAYLORSEER = {"interval": 3, "max_order": 1, "warmup_steps": 3}
 
 
 @dataclass
@@ -171,6 +173,22 @@ def diffusers_cases(model: VideoModel) -> list[Case]:
         return FirstBlockCacheConfig(threshold=FBCACHE_THRESHOLD)
 
     fbcache_same = {"policy": "fbcache", "threshold": FBCACHE_THRESHOLD}
+
+    # diffusers' TaylorSeer hooks only modules named like ``...attn`` by default (none on CogVideoX or Latte, whose
+    # attention is attn1/attn2): one row with its defaults shows that, one names the blocks cachelab forecasts
+    blocks = [re.escape(site.name) for site in cachelab.find_sites(model.transformer).by_role("block")]
+
+    def taylorseer_config(identifiers):
+        def build(model, timestep):
+            from diffusers import TaylorSeerCacheConfig
+
+            return TaylorSeerCacheConfig(cache_interval=TAYLORSEER["interval"], max_order=TAYLORSEER["max_order"],
+                                         disable_cache_before_step=TAYLORSEER["warmup_steps"],
+                                         taylor_factors_dtype=torch.float32, cache_identifiers=identifiers)
+
+        return build
+
+    taylorseer_same = {"policy": "taylorseer", **TAYLORSEER}
     return [
         Case("pab (diffusers schedule)", "cachelab", pab_same),
         Case("diffusers PAB", "diffusers", pab_same, diffusers_cache(pab_config)),
@@ -178,6 +196,10 @@ def diffusers_cases(model: VideoModel) -> list[Case]:
         Case("diffusers FasterCache", "diffusers", fastercache_same, diffusers_cache(fastercache_config)),
         Case(f"fbcache (threshold {FBCACHE_THRESHOLD})", "cachelab", fbcache_same),
         Case("diffusers FirstBlockCache", "diffusers", fbcache_same, diffusers_cache(fbcache_config)),
+        Case("taylorseer (interval 3, order 1)", "cachelab", taylorseer_same),
+        Case("diffusers TaylorSeer, blocks named", "diffusers", taylorseer_same,
+             diffusers_cache(taylorseer_config(["|".join(blocks)]))),
+        Case("diffusers TaylorSeer, its default modules", "diffusers", None, diffusers_cache(taylorseer_config(None))),
     ]
 
 

@@ -8,7 +8,8 @@ from click.testing import CliRunner
 
 import cachelab
 
-from cachelab.bench import _attached, diffusers_cases
+from cachelab.bench import Case, _attached, diffusers_cases
+from cachelab.hooks.engine import counting_macs
 from cachelab.cli import main
 from cachelab.zoo.registry import create_model
 
@@ -39,18 +40,28 @@ def test_same_schedule_reproduces_diffusers_caches(name):
     assert effect > 1e-3 and gap < effect / 20
 
 
-def test_same_threshold_reproduces_diffusers_first_block_cache():
+def test_same_settings_reproduce_diffusers_data_dependent_and_forecasting_caches():
+    """diffusers' FirstBlockCache and TaylorSeer (blocks named) beside ours at the same settings in the bundled
+    CogVideoX pipeline: equal outputs, and equal MACs counted on each side; TaylorSeer with diffusers' default modules
+    hooks nothing on CogVideoX (its attention is attn1) and does the uncached work."""
     model = create_model("tiny-cogvideox", device="cpu")  # trained: random weights change too much to ever skip
-    ours, theirs = diffusers_cases(model)[4:6]
-    assert theirs.policy == ours.policy == {"policy": "fbcache", "threshold": 0.1}
-    outputs = []
-    for case in (ours, theirs):
+    cases = diffusers_cases(model)[4:]
+    assert cases[0].policy == cases[1].policy == {"policy": "fbcache", "threshold": 0.1}
+    assert cases[2].policy == cases[3].policy and cases[2].policy["policy"] == "taylorseer"
+    model.generate(model.prompts(1), [0], 2, 5.0)
+    outputs, macs = {}, {}
+    for case in [Case("uncached", "uncached"), *cases]:
         with _attached(model, case) as handle:
-            outputs.append(model.generate(model.prompts(1), [0], 20, 5.0))
-            if handle is not None:
-                fraction = handle.stats().computed_fraction
-    assert 0.2 < fraction < 0.9  # some steps skipped, others computed
-    assert torch.equal(*outputs)
+            if handle is not None:  # the MAC measuring pass of the first generation runs before counting
+                model.generate(model.prompts(1), [0], 2, 5.0)
+            with counting_macs(model.transformer) as counted:
+                outputs[case.name] = model.generate(model.prompts(1), [0], 20, 5.0)
+            macs[case.name] = counted[0]
+    names = [c.name for c in cases]
+    for ours, theirs in (names[0:2], names[2:4]):
+        assert torch.equal(outputs[ours], outputs[theirs])
+        assert macs[ours] == pytest.approx(macs[theirs], rel=1e-3) and macs[ours] < 0.9 * macs["uncached"]
+    assert torch.equal(outputs[names[4]], outputs["uncached"]) and macs[names[4]] == macs["uncached"]
 
 
 def test_bench_command_writes_table_json_and_sample(tmp_path):
