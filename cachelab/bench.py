@@ -111,10 +111,11 @@ def policy_cases(names: list[str]) -> list[Case]:
 
 
 def diffusers_cases(model: VideoModel) -> list[Case]:
-    """diffusers' PAB and FasterCache with the settings of diffusers' docs, and its FirstBlockCache at threshold
-    ``FBCACHE_THRESHOLD``, each beside cachelab's policy at the same schedule or settings. diffusers' PAB identifiers also match Latte's temporal blocks (they get the spatial interval), and its
-    FasterCache extrapolates attention only on steps where the unconditional branch is skipped; the cachelab
-    configs reproduce both, so the two rows of a pair do the same work."""
+    """diffusers' PAB and FasterCache with the settings of diffusers' docs, each beside cachelab's policy at the
+    same schedule, then the same-settings pairs of :func:`same_settings_cases` at one setting each. diffusers' PAB
+    identifiers also match Latte's temporal blocks (they get the spatial interval), and its FasterCache
+    extrapolates attention only on steps where the unconditional branch is skipped; the cachelab configs
+    reproduce both, so the two rows of a pair do the same work."""
     latte = model.tensor_format == "BCFHW" and "latte" in type(model.transformer).__name__.lower()
     pab_same = {
         "policy": "pab",
@@ -167,40 +168,51 @@ def diffusers_cases(model: VideoModel) -> list[Case]:
             current_timestep_callback=timestep,
         )
 
-    def fbcache_config(model, timestep):
-        from diffusers import FirstBlockCacheConfig
-
-        return FirstBlockCacheConfig(threshold=FBCACHE_THRESHOLD)
-
-    fbcache_same = {"policy": "fbcache", "threshold": FBCACHE_THRESHOLD}
-
-    # diffusers' TaylorSeer hooks only modules named like ``...attn`` by default (none on CogVideoX or Latte, whose
-    # attention is attn1/attn2): one row with its defaults shows that, one names the blocks cachelab forecasts
-    blocks = [re.escape(site.name) for site in cachelab.find_sites(model.transformer).by_role("block")]
-
-    def taylorseer_config(identifiers):
-        def build(model, timestep):
-            from diffusers import TaylorSeerCacheConfig
-
-            return TaylorSeerCacheConfig(cache_interval=TAYLORSEER["interval"], max_order=TAYLORSEER["max_order"],
-                                         disable_cache_before_step=TAYLORSEER["warmup_steps"],
-                                         taylor_factors_dtype=torch.float32, cache_identifiers=identifiers)
-
-        return build
-
-    taylorseer_same = {"policy": "taylorseer", **TAYLORSEER}
     return [
         Case("pab (diffusers schedule)", "cachelab", pab_same),
         Case("diffusers PAB", "diffusers", pab_same, diffusers_cache(pab_config)),
         Case("fastercache (diffusers schedule)", "cachelab", fastercache_same),
         Case("diffusers FasterCache", "diffusers", fastercache_same, diffusers_cache(fastercache_config)),
-        Case(f"fbcache (threshold {FBCACHE_THRESHOLD})", "cachelab", fbcache_same),
-        Case("diffusers FirstBlockCache", "diffusers", fbcache_same, diffusers_cache(fbcache_config)),
-        Case("taylorseer (interval 3, order 1)", "cachelab", taylorseer_same),
-        Case("diffusers TaylorSeer, blocks named", "diffusers", taylorseer_same,
-             diffusers_cache(taylorseer_config(["|".join(blocks)]))),
-        Case("diffusers TaylorSeer, its default modules", "diffusers", None, diffusers_cache(taylorseer_config(None))),
+        *same_settings_cases(model, "fbcache", threshold=FBCACHE_THRESHOLD),
+        *same_settings_cases(model, "taylorseer", **TAYLORSEER),
     ]
+
+
+def same_settings_cases(model: VideoModel, policy: str, **settings: Any) -> list[Case]:
+    """cachelab's ``policy`` with ``settings`` (its own parameter names), then each other implementation of the
+    same method that is installed, configured to mean the same (the library's parameter names are mapped here)."""
+    label = ", ".join(f"{k} {v}" for k, v in settings.items())
+    ours = {"policy": policy, **settings}
+    cases = [Case(f"{policy} ({label})", "cachelab", ours)]
+    if policy == "fbcache":
+
+        def fbcache_config(model, timestep):
+            from diffusers import FirstBlockCacheConfig
+
+            return FirstBlockCacheConfig(threshold=settings["threshold"])
+
+        cases.append(Case(f"diffusers FirstBlockCache ({label})", "diffusers", ours, diffusers_cache(fbcache_config)))
+    elif policy == "taylorseer":
+        config = resolve_policy(ours).config
+        # diffusers hooks only modules named like ``...attn`` by default (none on CogVideoX or Latte, whose
+        # attention is attn1/attn2): one row names the blocks cachelab forecasts, one keeps diffusers' default
+        blocks = [re.escape(site.name) for site in cachelab.find_sites(model.transformer).by_role("block")]
+
+        def taylorseer_config(identifiers):
+            def build(model, timestep):
+                from diffusers import TaylorSeerCacheConfig
+
+                return TaylorSeerCacheConfig(cache_interval=config.interval, max_order=config.max_order,
+                                             disable_cache_before_step=config.warmup_steps,
+                                             taylor_factors_dtype=torch.float32, cache_identifiers=identifiers)
+
+            return build
+
+        cases.append(Case(f"diffusers TaylorSeer ({label}, blocks named)", "diffusers", ours,
+                          diffusers_cache(taylorseer_config(["|".join(blocks)]))))
+        cases.append(Case(f"diffusers TaylorSeer ({label}, its default modules)", "diffusers", None,
+                          diffusers_cache(taylorseer_config(None))))
+    return cases
 
 
 @contextmanager
