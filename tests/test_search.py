@@ -426,6 +426,32 @@ def test_trials_of_dead_workers_are_failed_and_live_ones_kept():
     assert fail_dead_trials(study, heartbeat=False) == []
 
 
+def test_the_sampler_steers_away_from_running_trials_and_one_worker_samples_as_plain_tpe():
+    from cachelab.search.study import _sampler
+
+    def objective(trial):
+        return (trial.suggest_float("x", -10, 10) - 3) ** 2
+
+    history = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    history.optimize(objective, n_trials=12)
+    # two workers whose samplers happen to be in the same state: the second sees the first's trial RUNNING
+    study = optuna.create_study()
+    study.add_trials(history.trials)
+    study.sampler = _sampler(5, 0, 0)
+    first = study.ask()
+    first.suggest_float("x", -10, 10)
+    study.sampler = _sampler(5, 0, 0)
+    second = study.ask()
+    assert second.suggest_float("x", -10, 10) != first.params["x"]  # without the constant liar: the same x
+    # alone on a study, a worker samples exactly what TPE without the liar samples
+    runs = []
+    for sampler in (_sampler(5, 0, 0), optuna.samplers.TPESampler(seed=5, constant_liar=False)):
+        alone = optuna.create_study(sampler=sampler)
+        alone.optimize(objective, n_trials=15)
+        runs.append([t.params for t in alone.trials])
+    assert runs[0] == runs[1]
+
+
 def test_latency_objective_and_identical_videos(tmp_path):
     # interval 1 everywhere: nothing is reused, the videos equal the references (PSNR counts as 100 dB)
     result = run_search(policy="dynamic", trials=2, prompts=1, objectives="latency,psnr", space={"interval": 1},

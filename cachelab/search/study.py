@@ -324,8 +324,16 @@ def _brief(param: dict) -> str:
 
 
 def _sampler(seed, worker: int, offset: int) -> optuna.samplers.BaseSampler:
-    """TPE (multi-objective aware, reads Optuna constraints); seeds differ per worker and per resumed run."""
-    return optuna.samplers.TPESampler(seed=None if seed is None else seed + 7919 * worker + offset)
+    """TPE (multi-objective aware, reads Optuna constraints); seeds differ per worker and per resumed run.
+
+    Always with the constant liar (Optuna 5's default, off in 4.x): other workers' RUNNING trials count as bad
+    results, so parallel workers do not sample next to each other. A process alone on its study never sees a
+    RUNNING trial but its own, which the liar leaves out, so one worker samples exactly as without it; any
+    storage may also be shared by searches on other machines, which this process cannot know of."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # Optuna 4.x marks it experimental
+        return optuna.samplers.TPESampler(seed=None if seed is None else seed + 7919 * worker + offset,
+                                          constant_liar=True)
 
 
 def _finished(st: optuna.Study) -> int:
