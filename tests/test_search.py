@@ -426,6 +426,34 @@ def test_trials_of_dead_workers_are_failed_and_live_ones_kept():
     assert fail_dead_trials(study, heartbeat=False) == []
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_two_workers_asking_at_once_never_both_claim_the_enqueued_trial(tmp_path, monkeypatch):
+    import threading
+
+    from optuna.storages._rdb import models
+
+    from cachelab.search.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(study_name="s", storage=open_storage(url)).enqueue_trial({})
+    studies = [optuna.load_study(study_name="s", storage=open_storage(url)) for _ in range(2)]
+    read = models.TrialModel.find_or_raise_by_id
+
+    def slow_read(*args, **kwargs):  # both workers read the trial's state before either writes RUNNING
+        trial = read(*args, **kwargs)
+        time.sleep(0.3)
+        return trial
+
+    monkeypatch.setattr(models.TrialModel, "find_or_raise_by_id", slow_read)
+    numbers = []
+    threads = [threading.Thread(target=lambda st=st: numbers.append(st.ask().number)) for st in studies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(numbers) == [0, 1]
+
+
 def test_the_sampler_steers_away_from_running_trials_and_one_worker_samples_as_plain_tpe():
     from cachelab.search.study import _sampler
 
