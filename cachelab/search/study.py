@@ -176,7 +176,7 @@ def run_search(
                 )
             else:  # the policy's own defaults (the paper settings) run first, so every front shows where they sit
                 st.enqueue_trial(defaults, user_attrs={"baseline": "policy defaults"})
-        references = load_references(model_obj, workload, out / "references", timed=objs.needs_latency)
+        references = load_references(model_obj, workload, out / "references")
         tracking = TrackingConfig(wandb, study_name, str(out), wandb_project,
                                   {"study": study_name, "model": model_name, "policy_name": search_space.label,
                                    "objectives": list(objs.names), "steps": workload.steps,
@@ -364,11 +364,12 @@ def _optimize(st: optuna.Study, space: SearchSpace, objs: Objectives, evaluator:
             trial.set_user_attr("error", str(exc))
             raise _TrialError(str(exc)) from None
         trial.set_user_attr("policy", policy_to_dict(policy))
+        static = all(member.static for member in policy.policies)
 
         def after_prompt(result):
             if result.index != 0:
                 return
-            reason = prune_reason(objs, result)
+            reason = prune_reason(objs, result, static)
             if reason is not None:
                 trial.set_user_attr("pruned_reason", reason)
                 trial.set_user_attr("first_prompt", {"computed_fraction": result.computed_fraction, **result.quality})
