@@ -110,6 +110,35 @@ def test_run_command_with_compare(tmp_path):
     assert (tmp_path / "v.gif").stat().st_size > 0
 
 
+def test_run_compare_times_cached_and_uncached_runs_alike(tmp_path, monkeypatch):
+    import cachelab.timing
+    from cachelab.zoo import registry
+
+    block_calls, timed_regions = [0], []
+    create, timed = registry.create_model, cachelab.timing.timed
+
+    def create_counting(*args, **kwargs):  # counts every run of the first block, the MAC-profiling pass's too
+        model = create(*args, **kwargs)
+        block = next(m for m in model.transformer.modules() if type(m).__name__.endswith("Block"))
+        block.register_forward_pre_hook(lambda *_: block_calls.__setitem__(0, block_calls[0] + 1))
+        return model
+
+    def timed_counting(fn, device):
+        before = block_calls[0]
+        result = timed(fn, device)
+        timed_regions.append(block_calls[0] - before)
+        return result
+
+    monkeypatch.setattr(registry, "create_model", create_counting)
+    monkeypatch.setattr(cachelab.timing, "timed", timed_counting)
+    result = invoke("run", "--model", "tiny-random-cogvideox", "--prompt", "a red circle moving left", "--policy",
+                    "pab", "--out", tmp_path / "v.gif", "--steps", 4, "--compare", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    # batched CFG: one denoiser call per step in each timed run; none for profiling, which ran in the warm-up
+    assert timed_regions == [4, 4] and block_calls[0] == 4 + 4 + 2 + 2 + 1
+    assert "ideal speedup" in result.output and "both after a 2-step warm-up" in result.output
+
+
 def test_run_with_the_trained_model(tmp_path):
     result = invoke("run", "--model", "tiny-cogvideox", "--prompt", "a green square moving up", "--policy", "pab",
                     "--steps", 6, "--out", tmp_path / "v.gif", "--device", "cpu")

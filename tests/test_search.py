@@ -36,6 +36,7 @@ from cachelab.search import (
 from cachelab.search.objectives import as_rgb_videos
 from cachelab.search.tracking import wandb_mode
 from cachelab.spec import policy_to_dict, resolve_policy
+from cachelab.timing import device_model
 
 MODEL = "tiny-random-latte"
 FAST = {"model": MODEL, "steps": 6, "progress": False}
@@ -86,6 +87,7 @@ DECLARED = {
     },
     "delta_dit": {"interval": (1, 6), "span": (0.1, 0.5), "boundary": (0.2, 0.8)},
     "taylorseer": {"interval": (2, 8), "max_order": (1, 2), "warmup_steps": (1, 6)},
+    "fbcache": {"threshold": (0.0, 0.3)},
 }
 
 
@@ -113,6 +115,7 @@ def test_composed_policies_search_the_union_with_dotted_names():
     policy = resolve_policy(spec)
     assert [m.config.spatial_interval if m.name == "pab" else m.config.interval for m in policy.members] == [3, 7]
     assert build_space("pab+cfg_cache").fingerprint() == listed.fingerprint()
+    assert set(build_space("fbcache+cfg_cache").params) == {"fbcache.threshold"} | cfg  # data-dependent members too
 
 
 @pytest.mark.parametrize("policy", [*DECLARED, "fastercache", ("pab", "cfg_cache")])
@@ -273,6 +276,22 @@ def test_non_rgb_videos_become_grey_frames():
 # ------------------------------------------------------------------------------------------ storage, workers
 
 
+def test_reference_videos_are_kept_per_device_model(tmp_path, monkeypatch):
+    from cachelab.search import objectives
+    from cachelab.search.objectives import Workload, load_references
+
+    model = create_model(MODEL, device="cpu")
+    workload = Workload(MODEL, tuple(model.prompts(1)), (0,), 2, model.guidance)
+    generated = []
+    generate = model.generate
+    monkeypatch.setattr(model, "generate", lambda *a: generated.append(a) or generate(*a))
+    first = load_references(model, workload, tmp_path)
+    assert load_references(model, workload, tmp_path)[0].equal(first[0]) and len(generated) == 1  # from disk
+    monkeypatch.setattr(objectives, "device_model", lambda device: "another CPU")
+    load_references(model, workload, tmp_path)
+    assert len(generated) == 2 and len(list(tmp_path.glob("*.pt"))) == 2
+
+
 def test_storage_that_cannot_be_opened_is_named(tmp_path):
     with pytest.raises(StorageError) as info:
         run_search(storage="nosuchdb://host/db", out_dir=tmp_path, trials=1, **FAST)
@@ -348,6 +367,46 @@ def test_search_end_to_end(tmp_path):
     assert again.counts["COMPLETE"] == 4
     assert [p.stat().st_mtime_ns for p in refs] == stamps
     assert {t.number: t.values for t in study_of(again).trials if t.number in before} == before
+
+
+@pytest.mark.parametrize("policy", ["fbcache", "fbcache+cfg_cache"])
+def test_data_dependent_policies_are_searched_on_the_macs_they_computed(tmp_path, policy):
+    model_name = "tiny-random-cogvideox"  # fbcache skips its blocks from a threshold of about 1 (6 steps)
+    threshold = {"low": 1.0, "high": 2.0}
+    space = {"threshold": threshold} if policy == "fbcache" else {"fbcache.threshold": threshold}
+    result = run_search(model=model_name, policy=policy, trials=1, prompts=2, objectives="psnr", ceiling="macs=0.3",
+                        space=space, steps=6, progress=False, out_dir=tmp_path, seed=0, baseline=False)
+    # a first prompt above the MACs ceiling prunes a static policy; a data-dependent one may reuse more later
+    assert result.counts["COMPLETE"] == 1 and result.counts["PRUNED"] == 0
+    model = create_model(model_name, device="cpu")
+    for t in study_of(result).trials:
+        a = t.user_attrs
+        computed = []
+        for seed, prompt in enumerate(model.prompts(2)):
+            with cachelab.apply(model.target, resolve_policy(a["policy"]), cfg=model.cfg) as handle:
+                model.generate([prompt], [seed], 6, model.guidance)
+                computed.append(handle.stats().computed_fraction)
+        assert a["computed_fraction_per_prompt"] == pytest.approx(computed)  # what the runtime counted
+        assert a["computed_fraction_by_kind"]["block"] < 1  # fbcache's skipped blocks count as reused
+        assert a["ideal_speedup"] == pytest.approx(1 / a["computed_fraction"]) and a["ideal_speedup"] > 1
+        assert a["feasible"] == (a["computed_fraction"] <= 0.3)
+
+
+def test_costs_of_a_data_dependent_policy_are_means_over_the_prompts():
+    from cachelab.search.objectives import Measurement, PromptResult, prune_reason
+
+    kinds = [{"block": (80.0, 40.0), "denoiser": (20.0, 20.0)}, {"block": (80.0, 0.0), "denoiser": (20.0, 20.0)}]
+    prompts = [PromptResult(0, 60.0, 100.0, 1.0, {"psnr": 30.0}, False, kinds[0]),
+               PromptResult(1, 20.0, 100.0, 1.0, {"psnr": 20.0}, False, kinds[1])]
+    m = Measurement(prompts, reuse={}, roles={}, sample=None)
+    assert (m.macs, m.computed_fraction, m.ideal_speedup) == (40.0, 0.4, 2.5)
+    assert m.by_kind == {"block": 0.25, "denoiser": 1.0}
+    assert m.attrs()["computed_fraction_per_prompt"] == [0.6, 0.2]
+    # the first prompt's 60% misses a 50% ceiling the mean (40%) meets: only a static policy's is its mean
+    ceiling = parse_objectives("psnr", ceiling="macs=0.5")
+    assert "above the ceiling 0.5" in prune_reason(ceiling, prompts[0], static=True)
+    assert prune_reason(ceiling, prompts[0], static=False) is None
+    assert m.constraints(ceiling) == {"ceiling_macs": pytest.approx(-0.1)}
 
 
 def test_first_trial_runs_the_policy_defaults(tmp_path):
@@ -427,6 +486,60 @@ def test_trials_of_dead_workers_are_failed_and_live_ones_kept():
     assert fail_dead_trials(study, heartbeat=False) == []
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_two_workers_asking_at_once_never_both_claim_the_enqueued_trial(tmp_path, monkeypatch):
+    import threading
+
+    from optuna.storages._rdb import models
+
+    from cachelab.search.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(study_name="s", storage=open_storage(url)).enqueue_trial({})
+    studies = [optuna.load_study(study_name="s", storage=open_storage(url)) for _ in range(2)]
+    read = models.TrialModel.find_or_raise_by_id
+
+    def slow_read(*args, **kwargs):  # both workers read the trial's state before either writes RUNNING
+        trial = read(*args, **kwargs)
+        time.sleep(0.3)
+        return trial
+
+    monkeypatch.setattr(models.TrialModel, "find_or_raise_by_id", slow_read)
+    numbers = []
+    threads = [threading.Thread(target=lambda st=st: numbers.append(st.ask().number)) for st in studies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(numbers) == [0, 1]
+
+
+def test_the_sampler_steers_away_from_running_trials_and_one_worker_samples_as_plain_tpe():
+    from cachelab.search.study import _sampler
+
+    def objective(trial):
+        return (trial.suggest_float("x", -10, 10) - 3) ** 2
+
+    history = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    history.optimize(objective, n_trials=12)
+    # two workers whose samplers happen to be in the same state: the second sees the first's trial RUNNING
+    study = optuna.create_study()
+    study.add_trials(history.trials)
+    study.sampler = _sampler(5, 0, 0)
+    first = study.ask()
+    first.suggest_float("x", -10, 10)
+    study.sampler = _sampler(5, 0, 0)
+    second = study.ask()
+    assert second.suggest_float("x", -10, 10) != first.params["x"]  # without the constant liar: the same x
+    # alone on a study, a worker samples exactly what TPE without the liar samples
+    runs = []
+    for sampler in (_sampler(5, 0, 0), optuna.samplers.TPESampler(seed=5, constant_liar=False)):
+        alone = optuna.create_study(sampler=sampler)
+        alone.optimize(objective, n_trials=15)
+        runs.append([t.params for t in alone.trials])
+    assert runs[0] == runs[1]
+
+
 def test_latency_objective_and_identical_videos(tmp_path):
     # interval 1 everywhere: nothing is reused, the videos equal the references (PSNR counts as 100 dB)
     result = run_search(policy="dynamic", trials=2, prompts=1, objectives="latency,psnr", space={"interval": 1},
@@ -435,6 +548,12 @@ def test_latency_objective_and_identical_videos(tmp_path):
         a = t.user_attrs
         assert t.values == [a["latency_s"], 100.0] and a["latency_s"] > 0
         assert a["identical_videos"] == 1 and a["ideal_speedup"] == 1.0 and a["measured_speedup"] > 0
+        # the uncached latency was timed here, under the trial's threads, not read from a file another process wrote
+        assert a["measured_speedup"] == pytest.approx(a["reference_latency_s"] / a["latency_s"])
+        assert a["timed_on"] == {"pid": os.getpid(), "device": "cpu", "device_model": device_model(torch.device("cpu")),
+                                 "threads": torch.get_num_threads()}
+    for path in (tmp_path / "references").glob("*.pt"):
+        assert set(torch.load(path, weights_only=True)) == {"key", "video"}  # no latency on disk
 
 
 def test_a_trial_started_after_the_study_is_full_is_a_surplus_failure(tmp_path, monkeypatch):

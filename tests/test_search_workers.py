@@ -16,7 +16,8 @@ from cachelab.search import run_search
 
 MODEL = "tiny-random-latte"
 # 12 steps and 2 prompts make trials slow enough (about 1 s) that both workers take some
-WORK = {"model": MODEL, "policy": "fastercache", "steps": 12, "prompts": 2, "progress": False, "seed": 0}
+WORK = {"model": MODEL, "policy": "fastercache", "steps": 12, "prompts": 2, "progress": False, "seed": 0,
+        "objectives": "latency,psnr"}
 
 
 def check_two_workers(study: optuna.Study, trials: int, result) -> None:
@@ -33,6 +34,12 @@ def check_two_workers(study: optuna.Study, trials: int, result) -> None:
     assert os.getpid() not in pids, "trials ran in the main process, not in the workers"
     assert len(pids) == 2, f"expected both workers to run trials, got pids {pids}"
     assert result.pareto and all(p.path.is_file() for p in result.pareto)
+    # each worker timed the uncached generations itself, with its own threads: speedups compare like with like
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    for t in finished:
+        if t.state.name == "COMPLETE":
+            timed_on = t.user_attrs["timed_on"]
+            assert (timed_on["pid"], timed_on["threads"]) == (t.user_attrs["worker"]["pid"], threads)
 
 
 def test_two_workers_share_one_sqlite_study(tmp_path):

@@ -2,7 +2,10 @@
 
 Objectives are costs (lower is better) and qualities against the uncached videos of the same prompts and seeds:
 
-* ``macs``: MACs computed per generation (``handle.stats().computed_macs``, deterministic; mean over prompts).
+* ``macs``: MACs computed per generation, as the runtime counted them after it (``handle.stats().computed_macs``;
+  mean over prompts). For a static policy they are the same for every prompt; a data-dependent one (``static =
+  False``, e.g. ``fbcache``) decides while it runs, so its MACs, computed fraction and ideal speedup are those of
+  the generations it ran: means over the prompts, with each prompt's computed fraction recorded.
 * ``latency``: median wall clock of whole generations (one per prompt), synchronised on CUDA, after one warm-up.
 * ``psnr`` (dB, higher is better; identical videos count as :data:`PSNR_CAP` dB so that every value is finite),
   ``ssim`` (higher is better) and ``lpips`` (lower is better): the mean over the prompts' videos.
@@ -11,10 +14,15 @@ Bounds: a quality floor (``psnr=28``, ``ssim=0.9``; for ``lpips`` an upper bound
 (``latency`` in seconds; ``macs`` as a fraction of the uncached MACs when at most 1, e.g. ``0.5`` = at most half,
 else absolute MACs). Bounds become Optuna constraints (a trial that misses one is infeasible and never on the
 Pareto front). A trial whose *first* prompt misses a floor by more than :data:`PRUNE_MARGINS` (PSNR 3 dB,
-SSIM 0.05, LPIPS 0.05), or the MACs ceiling at all (MACs are the same for every prompt), is pruned there.
+SSIM 0.05, LPIPS 0.05), or the MACs ceiling at all when the policy is static (its MACs are the same for every
+prompt; a data-dependent policy may reuse more on the next prompts), is pruned there.
 
-References (uncached videos) are computed once per model, prompt, seed, steps, guidance and device, and cached
-on disk (``<out>/references/<hash>.pt``) so that workers and resumed searches reuse them.
+References (uncached videos) are computed once per model, prompt, seed, steps, guidance, device type, device model
+and dtype, and cached on disk (``<out>/references/<hash>.pt``) so that workers and resumed searches reuse them.
+The uncached latency that ``measured_speedup`` divides by is never taken from there: each process that runs trials
+times the uncached generations itself, just before its first trial, the way it times trials (one warm-up, the
+median over the prompts), so both sides of the ratio ran with the same threads, on the same device, under the same
+load of the other workers.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ import cachelab
 from cachelab import metrics
 from cachelab.zoo.registry import VideoModel
 from cachelab.search.errors import SearchError
-from cachelab.timing import timed as timed_call
+from cachelab.timing import WARMUP_STEPS, device_model, timed as timed_call
 
 __all__ = [
     "COSTS",
@@ -59,7 +67,6 @@ QUALITIES = {"psnr": "maximize", "ssim": "maximize", "lpips": "minimize"}
 PRUNE_MARGINS = {"psnr": 3.0, "ssim": 0.05, "lpips": 0.05}
 #: PSNR (dB) that identical videos count as
 PSNR_CAP = 100.0
-_WARMUP_STEPS = 2
 
 
 @dataclass(frozen=True)
@@ -210,12 +217,6 @@ def _ssim_kernel(video: torch.Tensor) -> int:
 # ----------------------------------------------------------------------------------------------------- references
 
 
-@dataclass
-class Reference:
-    video: torch.Tensor  # (1, F, 3, H, W) on CPU
-    latency_s: float | None
-
-
 def _reference_key(workload: Workload, index: int, device: torch.device, dtype: torch.dtype) -> dict:
     return {
         "model": workload.model,
@@ -224,45 +225,34 @@ def _reference_key(workload: Workload, index: int, device: torch.device, dtype: 
         "steps": workload.steps,
         "guidance": workload.guidance,
         "device": device.type,
+        "device_model": device_model(device),
         "dtype": str(dtype),
     }
 
 
-def load_references(model: VideoModel, workload: Workload, cache_dir: Path | None, timed: bool,
-                    compute: bool = True) -> list[Reference]:
-    """The uncached video of every prompt of ``workload``, from ``cache_dir`` when there, else generated (and
-    stored, written atomically). ``timed``: also time each generation after a warm-up (for latency speedups)."""
+def load_references(model: VideoModel, workload: Workload, cache_dir: Path | None) -> list[torch.Tensor]:
+    """The uncached video (``(1, F, 3, H, W)`` on the CPU) of every prompt of ``workload``, from ``cache_dir`` when
+    there, else generated (and stored, written atomically)."""
     device = next(model.transformer.parameters()).device
     dtype = next(model.transformer.parameters()).dtype
-    out: list[Reference] = []
-    warmed = False
+    out: list[torch.Tensor] = []
     for i in range(len(workload.prompts)):
         key = _reference_key(workload, i, device, dtype)
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
         path = cache_dir / f"{digest}.pt" if cache_dir is not None else None
         if path is not None and path.is_file():
             data = torch.load(path, weights_only=True)
-            if data.get("key") == key and (data.get("latency_s") is not None or not timed):
-                out.append(Reference(data["video"], data.get("latency_s")))
+            if data.get("key") == key:
+                out.append(data["video"])
                 continue
-        if not compute:
-            raise SearchError(f"reference video {path} is missing; the search's main process computes it first")
-        if timed and not warmed:
-            model.generate(workload.prompts[:1], workload.seeds[:1], min(_WARMUP_STEPS, workload.steps),
-                           workload.guidance)
-            warmed = True
-        video, seconds = timed_call(
-            lambda: model.generate([workload.prompts[i]], [workload.seeds[i]], workload.steps, workload.guidance),
-            device,
-        )
-        latency = seconds if timed else None
-        ref = Reference(as_rgb_videos(video), latency)
+        video = as_rgb_videos(model.generate([workload.prompts[i]], [workload.seeds[i]], workload.steps,
+                                             workload.guidance))
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp")
-            torch.save({"key": key, "video": ref.video, "latency_s": latency}, tmp)
+            torch.save({"key": key, "video": video}, tmp)
             os.replace(tmp, path)
-        out.append(ref)
+        out.append(video)
     return out
 
 
@@ -279,6 +269,7 @@ class PromptResult:
     latency_s: float
     quality: dict[str, float]  # psnr (capped), ssim, lpips: whichever were computed
     identical: bool
+    macs_by_kind: dict[str, tuple[float, float]] = field(default_factory=dict)  # kind -> (uncached, computed)
 
     @property
     def computed_fraction(self) -> float:
@@ -290,12 +281,11 @@ class Measurement:
     """All prompts of one trial, with what W&B shows of it."""
 
     prompts: list[PromptResult]
-    by_kind: dict[str, float]  # site kind -> computed fraction of its MACs
-    ideal_speedup: float
     reuse: dict[str, list[bool]]  # site key -> compute per step (first prompt)
     roles: dict[str, str]  # site key -> kind
     sample: torch.Tensor | None  # first prompt's video, (1, F, 3, H, W)
-    reference_latency_s: float | None = None
+    reference_latency_s: float | None = None  # uncached, timed by the same process
+    timed_on: dict[str, Any] | None = None  # where both latencies were measured
 
     @property
     def macs(self) -> float:
@@ -308,6 +298,17 @@ class Measurement:
     @property
     def computed_fraction(self) -> float:
         return self.macs / self.total_macs if self.total_macs else float("nan")
+
+    @property
+    def ideal_speedup(self) -> float:
+        return self.total_macs / self.macs if self.macs else float("nan")
+
+    @property
+    def by_kind(self) -> dict[str, float]:
+        """Site kind -> computed fraction of its MACs, over all prompts."""
+        kinds = sorted({kind for p in self.prompts for kind in p.macs_by_kind})
+        sums = {k: [sum(p.macs_by_kind.get(k, (0.0, 0.0))[i] for p in self.prompts) for i in (0, 1)] for k in kinds}
+        return {k: computed / uncached if uncached else float("nan") for k, (uncached, computed) in sums.items()}
 
     @property
     def latency_s(self) -> float:
@@ -342,13 +343,16 @@ class Measurement:
             "macs": self.macs,
             "total_macs": self.total_macs,
             "computed_fraction": self.computed_fraction,
+            "computed_fraction_per_prompt": [p.computed_fraction for p in self.prompts],
             "ideal_speedup": self.ideal_speedup,
             "computed_fraction_by_kind": dict(self.by_kind),
             "latency_s": self.latency_s,
             "identical_videos": sum(p.identical for p in self.prompts),
         }
         if self.reference_latency_s:
+            out["reference_latency_s"] = self.reference_latency_s
             out["measured_speedup"] = self.reference_latency_s / self.latency_s
+            out["timed_on"] = self.timed_on
         for name in QUALITIES:
             if all(name in p.quality for p in self.prompts):
                 out[name] = self.quality(name)
@@ -356,8 +360,9 @@ class Measurement:
         return _json_safe(out)
 
 
-def prune_reason(objectives: Objectives, first: PromptResult) -> str | None:
-    """Why a trial should stop after its first prompt, or None."""
+def prune_reason(objectives: Objectives, first: PromptResult, static: bool) -> str | None:
+    """Why a trial should stop after its first prompt, or None. ``static``: the policy's MACs are the same for
+    every prompt (a data-dependent policy's are not, so its first prompt says nothing of their mean)."""
     for name, bound in objectives.floor.items():
         value, margin = first.quality[name], PRUNE_MARGINS[name]
         if name == "lpips" and value > bound + margin:
@@ -367,7 +372,7 @@ def prune_reason(objectives: Objectives, first: PromptResult) -> str | None:
             return (f"first prompt {name.upper()} {value:.4g}{unit} is below the floor {bound:g}{unit} "
                     f"by more than {margin:g}{unit}")
     bound = objectives.ceiling.get("macs")
-    if bound is not None:
+    if bound is not None and static:
         value = first.computed_fraction if bound <= 1 else first.macs
         if value > bound:
             what = "computed fraction of the MACs" if bound <= 1 else "MACs"
@@ -376,40 +381,58 @@ def prune_reason(objectives: Objectives, first: PromptResult) -> str | None:
 
 
 class Evaluator:
-    """Runs a policy on the workload's prompts and measures cost and quality against the references."""
+    """Runs a policy on the workload's prompts and measures cost and quality against the references; with a
+    latency objective, also times the uncached generations once, in this process, before the first trial."""
 
-    def __init__(self, model: VideoModel, workload: Workload, references: list[Reference], objectives: Objectives):
+    def __init__(self, model: VideoModel, workload: Workload, references: list[torch.Tensor], objectives: Objectives):
         self.model, self.workload, self.references, self.objectives = model, workload, references, objectives
         self.device = next(model.transformer.parameters()).device
-        lat = [r.latency_s for r in references if r.latency_s is not None]
-        self.reference_latency_s = statistics.median(lat) if len(lat) == len(references) and lat else None
+        self.reference_latency_s: float | None = None
+        self.timed_on: dict[str, Any] | None = None
+
+    def _warm_up(self) -> None:
+        """Allocations, kernels and the policy's MAC profiling, outside the timings."""
+        wl = self.workload
+        self.model.generate(wl.prompts[:1], wl.seeds[:1], min(WARMUP_STEPS, wl.steps), wl.guidance)
+
+    def _timed_generation(self, i: int) -> tuple[torch.Tensor, float]:
+        wl = self.workload
+        return timed_call(lambda: self.model.generate([wl.prompts[i]], [wl.seeds[i]], wl.steps, wl.guidance),
+                          self.device)
+
+    def _time_reference(self) -> None:
+        """The uncached latency, timed exactly like a trial, with this process's threads and device."""
+        self._warm_up()
+        self.reference_latency_s = statistics.median(
+            self._timed_generation(i)[1] for i in range(len(self.workload.prompts))
+        )
+        self.timed_on = {"pid": os.getpid(), "device": str(self.device), "device_model": device_model(self.device),
+                         "threads": torch.get_num_threads()}
 
     def measure(self, policy, after_prompt: Callable[[PromptResult], None] | None = None) -> Measurement:
         """Generate every prompt with ``policy`` attached; ``after_prompt`` may raise (e.g. to prune)."""
-        wl, model = self.workload, self.model
+        if self.objectives.needs_latency and self.reference_latency_s is None:
+            self._time_reference()
         results: list[PromptResult] = []
-        sample = reuse = roles = by_kind = ideal = None
-        with cachelab.apply(model.target, policy, cfg=model.cfg) as handle:
-            if self.objectives.needs_latency:  # allocations, kernels and MAC profiling outside the timings
-                model.generate(wl.prompts[:1], wl.seeds[:1], min(_WARMUP_STEPS, wl.steps), wl.guidance)
-            for i, (prompt, seed) in enumerate(zip(wl.prompts, wl.seeds)):
-                video, latency = timed_call(
-                    lambda: model.generate([prompt], [seed], wl.steps, wl.guidance), self.device
-                )
+        sample = reuse = roles = None
+        with cachelab.apply(self.model.target, policy, cfg=self.model.cfg) as handle:
+            if self.objectives.needs_latency:
+                self._warm_up()
+            for i in range(len(self.workload.prompts)):
+                video, latency = self._timed_generation(i)
                 stats = handle.stats()
                 video = as_rgb_videos(video)
-                quality, identical = self._quality(video, self.references[i].video)
-                result = PromptResult(i, stats.computed_macs, stats.total_macs, latency, quality, identical)
+                quality, identical = self._quality(video, self.references[i])
+                by_kind = {kind: (row["macs"], row["macs_computed"]) for kind, row in stats.by_kind().items()}
+                result = PromptResult(i, stats.computed_macs, stats.total_macs, latency, quality, identical, by_kind)
                 if i == 0:
                     sample = video
                     roles = dict(stats.roles)
                     reuse = {key: stats.computed_steps(key) for key in roles}
-                    by_kind = {kind: row["computed_fraction"] for kind, row in sorted(stats.by_kind().items())}
-                    ideal = stats.ideal_speedup
                 results.append(result)
                 if after_prompt is not None:
                     after_prompt(result)
-        return Measurement(results, by_kind, ideal, reuse, roles, sample, self.reference_latency_s)
+        return Measurement(results, reuse, roles, sample, self.reference_latency_s, self.timed_on)
 
     def _quality(self, video: torch.Tensor, ref: torch.Tensor) -> tuple[dict[str, float], bool]:
         wanted = set(self.objectives.qualities) | {"psnr", "ssim"}  # PSNR and SSIM are always recorded

@@ -98,18 +98,38 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             engine_kwargs = {"connect_args": {"timeout": 60}}  # workers wait for each other's writes
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
+            storage = optuna.storages.RDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=HEARTBEAT_INTERVAL_S,
                 grace_period=HEARTBEAT_GRACE_S,
             )
+        if url.startswith("sqlite:"):
+            _serialise_sqlite(storage.engine)
+        return storage
     except Exception as exc:  # noqa: BLE001 - drivers raise anything; all of it means 'cannot open'
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
         if isinstance(exc, ImportError) or isinstance(exc.__cause__, ImportError):
             cause = exc.__cause__ or exc
             reason += f" ({cause}); install the database driver, e.g. pip install psycopg2-binary for PostgreSQL"
         raise StorageError(f"cannot open the study storage {shown!r}: {reason}; {hint}") from None
+
+
+def _serialise_sqlite(engine) -> None:
+    """Every SQLite transaction takes the write lock when it begins (``BEGIN IMMEDIATE``). Optuna claims a WAITING
+    trial (the enqueued baseline) by reading its state and writing RUNNING in one transaction with ``SELECT ... FOR
+    UPDATE``, which SQLite ignores: two workers asking at the same moment both read WAITING and both ran the trial."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _manual_transactions(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # the driver's own implicit BEGIN would come first
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened while Optuna created its tables predate the listeners
 
 
 def _make_sqlite_dir(url: str) -> None:

@@ -177,7 +177,7 @@ def run_search(
                 )
             else:  # the policy's own defaults (the paper settings) run first, so every front shows where they sit
                 st.enqueue_trial(defaults, user_attrs={"baseline": "policy defaults"})
-        references = load_references(model_obj, workload, out / "references", timed=objs.needs_latency)
+        references = load_references(model_obj, workload, out / "references")
         tracking = TrackingConfig(wandb, study_name, str(out), wandb_project,
                                   {"study": study_name, "model": model_name, "policy_name": search_space.label,
                                    "objectives": list(objs.names), "steps": workload.steps,
@@ -326,8 +326,16 @@ def _brief(param: dict) -> str:
 
 
 def _sampler(seed, worker: int, offset: int) -> optuna.samplers.BaseSampler:
-    """TPE (multi-objective aware, reads Optuna constraints); seeds differ per worker and per resumed run."""
-    return optuna.samplers.TPESampler(seed=None if seed is None else seed + 7919 * worker + offset)
+    """TPE (multi-objective aware, reads Optuna constraints); seeds differ per worker and per resumed run.
+
+    Always with the constant liar (Optuna 5's default, off in 4.x): other workers' RUNNING trials count as bad
+    results, so parallel workers do not sample next to each other. A process alone on its study never sees a
+    RUNNING trial but its own, which the liar leaves out, so one worker samples exactly as without it; any
+    storage may also be shared by searches on other machines, which this process cannot know of."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # Optuna 4.x marks it experimental
+        return optuna.samplers.TPESampler(seed=None if seed is None else seed + 7919 * worker + offset,
+                                          constant_liar=True)
 
 
 def _finished(st: optuna.Study) -> int:
@@ -358,11 +366,12 @@ def _optimize(st: optuna.Study, space: SearchSpace, objs: Objectives, evaluator:
             trial.set_user_attr("error", str(exc))
             raise _TrialError(str(exc)) from None
         trial.set_user_attr("policy", policy_to_dict(policy))
+        static = all(member.static for member in policy.policies)
 
         def after_prompt(result):
             if result.index != 0:
                 return
-            reason = prune_reason(objs, result)
+            reason = prune_reason(objs, result, static)
             if reason is not None:
                 trial.set_user_attr("pruned_reason", reason)
                 trial.set_user_attr("first_prompt", {"computed_fraction": result.computed_fraction, **result.quality})

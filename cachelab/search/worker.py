@@ -1,6 +1,6 @@
 """A search worker process: ``python -m cachelab.search.worker PAYLOAD.json INDEX DEVICE`` (started by
-:func:`cachelab.search.run_search`). It loads the model, reads the references the main process computed, and runs
-trials on the shared study until the study holds its trials. On failure it writes the reason to
+:func:`cachelab.search.run_search`). It loads the model, reads the reference videos the main process computed, and
+runs trials on the shared study until the study holds its trials. On failure it writes the reason to
 ``<out>/workers/worker_<INDEX>.error`` and exits with status 1."""
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ def main(argv: list[str]) -> int:
         w = payload["workload"]
         workload = Workload(w["model"], tuple(w["prompts"]), tuple(w["seeds"]), w["steps"], w["guidance"])
         model = create_model(workload.model, device=device)
-        references = load_references(model, workload, Path(payload["out_dir"]) / "references", objs.needs_latency,
-                                     compute=False)
+        # the main process computed them, unless this worker's device is of another model
+        references = load_references(model, workload, Path(payload["out_dir"]) / "references")
         study = optuna.load_study(study_name=payload["study"], storage=open_storage(payload["storage"]))
         study.sampler = _sampler(payload["seed"], index + 1, len(study.get_trials(deepcopy=False)))
         tracker = Tracker(TrackingConfig(**payload["tracking"]))
