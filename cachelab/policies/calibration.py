@@ -168,9 +168,10 @@ class Recorder(StackCache):
             record["ratio"][step] = ratio.mean().item()
         state["previous"] = current
 
-    def fit(self, steps: int) -> list[float]:
-        """The fitted values: teacache's polynomial coefficients (highest power first) or magcache's ratios."""
-        if self.policy == "teacache":
+    def fit(self, steps: int, policy: str | None = None) -> list[float]:
+        """The fitted values of ``policy`` (default: the one recorded for): teacache's polynomial coefficients
+        (highest power first) or magcache's per-step ratios."""
+        if (policy or self.policy) == "teacache":
             pairs = [(r["input"][s], r["output"][s]) for r in self.records.values() for s in r["input"] if s in r["output"]]
             if len(pairs) <= DEGREE:
                 raise PolicyError(f"teacache: {len(pairs)} recorded steps cannot fit a degree-{DEGREE} polynomial; "
