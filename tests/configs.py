@@ -9,6 +9,9 @@ NEVER_REUSE = {
     "delta_dit": {"interval": 1},
     "fastercache": {"dynamic": {"interval": 1}, "cfg_cache": {"interval": 1}},
     "fbcache": {"threshold": 0.0},
+    # the tiny test models have no calibration: inline values (a linear polynomial; ratios resampled to any steps)
+    "teacache": {"threshold": 0.0, "coefficients": [1.0, 0.0]},
+    "magcache": {"max_skip_steps": 0, "mag_ratios": [1.0], "interpolate": True},
 }
 SEED_POLICIES = sorted(NEVER_REUSE)
 
@@ -21,4 +24,7 @@ AGGRESSIVE = {
     "delta_dit": {"interval": 2, "span": 1},
     "fastercache": {"dynamic": {"interval": 2, "window": [0, 1]}, "cfg_cache": {"interval": 2, "window": [0, 1]}},
     "fbcache": {"threshold": 10.0},  # every step after the first skips all blocks but the first
+    "teacache": {"threshold": 10.0, "coefficients": [1.0, 0.0]},  # only the first and last steps run
+    # every step after the first skips every block
+    "magcache": {"threshold": 1.0, "max_skip_steps": 1000, "retention_ratio": 0.0, "mag_ratios": [1.0], "interpolate": True},
 }

@@ -1,0 +1,53 @@
+"""`cachelab calibrate`: fits from uncached runs, writes a YAML file the policy takes, reproducibly; calibration
+files are checked against the model and the step count; the bundled models' files are found by themselves."""
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+import cachelab
+from cachelab.cli import main
+from cachelab.zoo.registry import create_model
+
+
+def calibrate(policy, out, steps):
+    result = CliRunner().invoke(main, ["calibrate", "--model", "tiny-random-cogvideox", "--policy", policy, "--prompts",
+                                       "2", "--steps", str(steps), "--out", str(out), "--no-progress", "--device", "cpu"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return yaml.safe_load(out.read_text())
+
+
+@pytest.mark.parametrize("policy, values, steps", [("magcache", "mag_ratios", 4), ("teacache", "coefficients", 5)])
+def test_calibrate_writes_a_file_the_policy_takes_and_a_second_run_reproduces_it(tmp_path, policy, values, steps):
+    first = calibrate(policy, tmp_path / "a.yaml", steps)
+    assert calibrate(policy, tmp_path / "b.yaml", steps) == first
+    assert (tmp_path / "a.yaml").read_text() == (tmp_path / "b.yaml").read_text()
+    assert first["policy"] == policy and first["model"] == "tiny-random-cogvideox" and first["steps"] == steps
+    assert first["model_class"] == "CogVideoXTransformer3DModel" and len(first["prompts"]) == 2
+    assert len(first[values]) == (steps if policy == "magcache" else 5) and first[values] != [1.0] * len(first[values])
+    model = create_model("tiny-random-cogvideox", device="cpu")
+    prompts = model.prompts(1)
+    with cachelab.apply(model.target, policy, cfg=model.cfg, calibration=str(tmp_path / "a.yaml")):
+        model.generate(prompts, [0], steps, model.guidance)
+        with pytest.raises(cachelab.PolicyError, match=rf"is for {steps} steps but this generation has {steps + 1}; "
+                                                       rf"recalibrate with `cachelab calibrate --model "
+                                                       rf"tiny-random-cogvideox --policy {policy} --prompts 4 "
+                                                       rf"--steps {steps + 1}"):
+            model.generate(prompts, [0], steps + 1, model.guidance)
+    other = create_model("tiny-random-latte", device="cpu")
+    with pytest.raises(cachelab.PolicyError, match=rf"{policy}: calibration=.* was made for tiny-random-cogvideox "
+                                                   r"\(CogVideoXTransformer3DModel, fingerprint \w+\), not for this "
+                                                   r"LatteTransformer3DModel"):
+        cachelab.apply(other.target, policy, calibration=str(tmp_path / "a.yaml"))
+
+
+@pytest.mark.parametrize("policy", ["teacache", "magcache"])
+@pytest.mark.parametrize("name", ["tiny-cogvideox", "tiny-latte"])
+def test_bundled_models_find_their_shipped_calibration(name, policy):
+    model = create_model(name, device="cpu")
+    with cachelab.apply(model.target, policy, cfg=model.cfg):  # no calibration given: the shipped one is used
+        with pytest.raises(cachelab.PolicyError, match=rf"calibration .*weights/{name}/{policy}.calibration.yaml is "
+                                                       rf"for 50 steps but this generation has 2; recalibrate with "
+                                                       rf"`cachelab calibrate --model {name} --policy {policy}"):
+            model.generate(model.prompts(1), [0], 2, model.guidance)
