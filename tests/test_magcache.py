@@ -158,3 +158,36 @@ def test_matches_diffusers_mag_cache(cfg):
         assert [per_step[i][0] > 0 for i in range(STEPS)] == their_ran
     else:
         assert [per_step[i][0] for i in range(STEPS)] == [sum(their_ran[2 * i:2 * i + 2]) for i in range(STEPS)]
+
+
+def test_latte_skipped_step_rebuilds_the_stack_output_across_its_folded_layouts():
+    """Latte's spatial blocks see (batch * frames, tokens, dim), its temporal ones (batch * tokens, frames, dim):
+    at a skipped step the last (temporal) block returns, in its own layout, the first block's new input plus the
+    residual of the last full step, checked here with Latte's own reshape from temporal to spatial layout."""
+    spec = TINY_TRANSFORMERS["latte"]
+    model = spec.build()
+    heads, tails = [], []
+    pre = model.transformer_blocks[0].register_forward_pre_hook(lambda m, args: heads.append(args[0]))
+    post = model.temporal_transformer_blocks[-1].register_forward_hook(lambda m, args, out: tails.append(out))
+    batch = 2
+
+    def spatial(out):
+        return out.reshape(batch, -1, out.shape[-2], out.shape[-1]).permute(0, 2, 1, 3).reshape(-1, heads[0].shape[1],
+                                                                                                 out.shape[-1])
+
+    try:
+        # count_macs=False: no extra measuring call, so the hooks see exactly one call per step
+        with cachelab.apply(model, "magcache", cfg="batched", num_steps=3, count_macs=False, mag_ratios=[1.0],
+                            interpolate=True, threshold=1.0, max_skip_steps=10, retention_ratio=0) as handle, \
+                torch.no_grad():
+            for t in (900.0, 600.0, 300.0):
+                model(**spec.inputs(batch, t))
+            per_step = handle.stats().site_steps("temporal_transformer_blocks.1")
+    finally:
+        pre.remove()
+        post.remove()
+    computed = [per_step[i][0] > 0 for i in range(3)]
+    assert computed == [True, False, False]
+    assert heads[1].shape != tails[1].shape  # the two layouts really differ
+    for step in (1, 2):
+        torch.testing.assert_close(spatial(tails[step]), heads[step] + (spatial(tails[0]) - heads[0]), rtol=0, atol=0)
