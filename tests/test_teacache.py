@@ -190,3 +190,27 @@ def test_matches_teacache_reference_on_cogvideox():
     assert computed == model.calls
     assert any(model.calls) and not all(model.calls)
     assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+
+
+def test_two_calls_per_step_decide_per_branch():
+    """With CFG as two calls per step, each branch keeps its own distance and residual: the cond calls give what
+    the cond calls alone give (uncond calls interleaved or not)."""
+    model, spec = tiny()
+    params = dict(num_steps=STEPS, coefficients=LINEAR, threshold=0.3)
+
+    def calls(branches):
+        outs = {b: [] for b in branches}
+        with torch.no_grad():
+            for t in TIMESTEPS:
+                for branch in branches:
+                    outs[branch].append(model(**spec.inputs(1, t, seed=0 if branch == "cond" else 1))[0])
+        return outs
+
+    with cachelab.apply(model, "teacache", cfg="sequential", cfg_order="uncond_first", **params) as handle:
+        both = calls(("uncond", "cond"))
+        per_step = handle.stats().site_steps("transformer_blocks.2")
+    with cachelab.apply(model, "teacache", cfg="off", **params):
+        alone = calls(("cond",))
+    assert all(torch.equal(a, b) for a, b in zip(both["cond"], alone["cond"]))
+    computed = [per_step[i][0] for i in range(STEPS)]
+    assert computed[0] == computed[-1] == 2 and 0 in computed
