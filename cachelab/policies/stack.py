@@ -132,7 +132,7 @@ class _Captured(Exception):
         self.value = value
 
 
-def parse_probe(probe: str) -> tuple[str, str | None]:
+def _parse_probe(probe: str) -> tuple[str, str | None]:
     """``"module[:argument]"`` -> (module name, argument or None)."""
     module, _, argument = probe.partition(":")
     return module, argument or None
@@ -145,11 +145,12 @@ def modulated_input(policy: str, model: torch.nn.Module, head, call, probe: str 
     ``hidden_states``, else the first one); None reads the input of the first attention module inside the first
     block, which is the AdaLN output (normalised, scaled and shifted by the timestep embedding) in every DiT block
     cachelab knows. The block runs up to that module's call, then stops."""
-    name, argument = parse_probe(probe) if probe else (None, None)
+    name, argument = _parse_probe(probe) if probe else (None, None)
+    where = f"modulated_input={probe!r}" if probe else f"the first attention of {head.key} (modulated_input unset)"
     if name is None:
         module = _first_attention(policy, head)
     elif name == head.name:
-        return _argument(policy, probe, head.module, call.args, call.kwargs, argument)
+        return _argument(policy, where, head.module, call.args, call.kwargs, argument)
     else:
         module = dict(model.named_modules()).get(name)
         if module is None:
@@ -159,7 +160,7 @@ def modulated_input(policy: str, model: torch.nn.Module, head, call, probe: str 
             )
 
     def capture(mod, args, kwargs):
-        raise _Captured(_argument(policy, probe or f"{head.name} attention", mod, args, kwargs, argument))
+        raise _Captured(_argument(policy, where, mod, args, kwargs, argument))
 
     handle = module.register_forward_pre_hook(capture, with_kwargs=True)
     try:
@@ -185,7 +186,7 @@ def _first_attention(policy: str, head) -> torch.nn.Module:
     )
 
 
-def _argument(policy: str, probe: str, module, args, kwargs, argument: str | None) -> torch.Tensor:
+def _argument(policy: str, where: str, module, args, kwargs, argument: str | None) -> torch.Tensor:
     try:
         bound = inspect.signature(module.forward).bind_partial(*args, **kwargs).arguments
     except TypeError:
@@ -196,7 +197,7 @@ def _argument(policy: str, probe: str, module, args, kwargs, argument: str | Non
         value = bound.get(argument, kwargs.get(argument))
     if not isinstance(value, torch.Tensor):
         raise PolicyError(
-            f"{policy}: modulated_input={probe!r}: {type(module).__name__} got no tensor "
+            f"{policy}: {where}: {type(module).__name__} got no tensor "
             f"{argument or 'hidden_states'!r} (its arguments: {', '.join(bound) or 'none by name'})"
         )
     return value
