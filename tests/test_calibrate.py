@@ -51,3 +51,15 @@ def test_bundled_models_find_their_shipped_calibration(name, policy):
                                                        rf"for 50 steps but this generation has 2; recalibrate with "
                                                        rf"`cachelab calibrate --model {name} --policy {policy}"):
             model.generate(model.prompts(1), [0], 2, model.guidance)
+
+
+def test_bench_warms_up_a_step_bound_policy_at_the_real_step_count():
+    """bench warms up with 2-step generations; ratios made for 4 steps refuse those, so the warm-up runs 4."""
+    from cachelab import bench
+
+    model = create_model("tiny-random-cogvideox", device="cpu")
+    case = bench.Case("magcache", policy={"policy": "magcache", "mag_ratios": [1.0] * 4, "retention_ratio": 0})
+    report = bench.run_bench(model, [bench.Case("uncached", "uncached"), case], model.prompts(1), [0], 4,
+                             model.guidance, progress=False)
+    result = report.results[1]
+    assert result.error is None and result.ideal_speedup > 1

@@ -71,6 +71,7 @@ class TeaCache(StackCache):
     """Skip the block stack while the rescaled change of the first block's modulated input stays small."""
 
     Config = TeaCacheConfig
+    steps_bound = True  # a calibration holds for the step count it was made at
 
     def select(self, sites):
         blocks = super().select(sites)

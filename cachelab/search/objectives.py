@@ -391,7 +391,10 @@ class Evaluator:
         sample = reuse = roles = by_kind = ideal = None
         with cachelab.apply(model.target, policy, cfg=model.cfg) as handle:
             if self.objectives.needs_latency:  # allocations, kernels and MAC profiling outside the timings
-                model.generate(wl.prompts[:1], wl.seeds[:1], min(_WARMUP_STEPS, wl.steps), wl.guidance)
+                # a policy calibrated per step count only runs at the real one
+                short = not any(p.steps_bound for p in handle.policy.policies)
+                model.generate(wl.prompts[:1], wl.seeds[:1], min(_WARMUP_STEPS, wl.steps) if short else wl.steps,
+                               wl.guidance)
             for i, (prompt, seed) in enumerate(zip(wl.prompts, wl.seeds)):
                 video, latency = timed_call(
                     lambda: model.generate([prompt], [seed], wl.steps, wl.guidance), self.device
