@@ -44,13 +44,22 @@ def test_calibrate_writes_a_file_the_policy_takes_and_a_second_run_reproduces_it
 
 @pytest.mark.parametrize("policy", ["teacache", "magcache"])
 @pytest.mark.parametrize("name", ["tiny-cogvideox", "tiny-latte"])
-def test_bundled_models_find_their_shipped_calibration(name, policy):
+def test_bundled_models_find_their_shipped_calibrations(name, policy):
     model = create_model(name, device="cpu")
-    with cachelab.apply(model.target, policy, cfg=model.cfg):  # no calibration given: the shipped one is used
-        with pytest.raises(cachelab.PolicyError, match=rf"calibration .*weights/{name}/{policy}.calibration.yaml is "
-                                                       rf"for 50 steps but this generation has 2; recalibrate with "
+    with cachelab.apply(model.target, policy, cfg=model.cfg):  # no calibration given: the shipped ones are used
+        with pytest.raises(cachelab.PolicyError, match=rf"calibration .*weights/{name}/{policy}-50steps.calibration.yaml, "
+                                                       rf".*weights/{name}/{policy}-20steps.calibration.yaml is for 50, 20 "
+                                                       rf"steps but this generation has 2; recalibrate with "
                                                        rf"`cachelab calibrate --model {name} --policy {policy}"):
             model.generate(model.prompts(1), [0], 2, model.guidance)
+
+
+def test_magcache_resamples_shipped_ratios_only_when_asked():
+    model = create_model("tiny-cogvideox", device="cpu")
+    with cachelab.apply(model.target, "magcache", cfg=model.cfg, interpolate=True, retention_ratio=0,
+                        threshold=1.0) as handle:
+        model.generate(model.prompts(1), [0], 4, model.guidance)  # the 50-step ratios, resampled to 4 steps
+        assert handle.stats().computed_fraction < 1
 
 
 def test_bench_warms_up_a_step_bound_policy_at_the_real_step_count():

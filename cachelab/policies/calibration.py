@@ -6,8 +6,9 @@ so a file for another model is refused), ``steps``, the fitted values under the 
 (teacache ``coefficients``: numpy.polyfit, degree 4, of the stack residual's relative L1 change between steps on
 the modulated input's; magcache ``mag_ratios``: per step, the mean over tokens of ``|r_t| / |r_t-1|`` of the stack
 residual ``r``, 1.0 at the first step, averaged over prompts and CFG calls), ``prompts`` and ``cachelab_version``.
-Files for the bundled models ship beside their weights, ``zoo/weights/<model>/<policy>.calibration.yaml``; a
-policy finds them by fingerprint.
+Files for the bundled models ship beside their weights, ``zoo/weights/<model>/<policy>-<steps>steps.calibration.yaml``
+(their default 50 steps, and the 20 that bench uses on a CPU); a policy finds them by fingerprint and picks the one
+made for the generation's step count.
 """
 
 from __future__ import annotations
@@ -94,8 +95,9 @@ def load(path: str | Path, policy: str) -> Calibration:
         raise PolicyError(f"{policy}: calibration={str(path)!r}: missing or malformed field ({exc})") from None
 
 
-def for_model(policy: str, model: torch.nn.Module, path: str | None) -> Calibration:
-    """The calibration ``path`` names (checked against ``model``), else the shipped one of ``model``."""
+def for_model(policy: str, model: torch.nn.Module, path: str | None) -> list[Calibration]:
+    """The calibration ``path`` names (checked against ``model``), else those shipped for ``model`` (one per step
+    count, most steps first)."""
     model_class, fingerprint = identity(model)
     if path is not None:
         found = load(path, policy)
@@ -105,25 +107,29 @@ def for_model(policy: str, model: torch.nn.Module, path: str | None) -> Calibrat
                 f"{found.fingerprint}), not for this {model_class} (fingerprint {fingerprint}); calibrate this model "
                 f"with `{calibrate_command(policy)}`"
             )
-        return found
-    for candidate in sorted(SHIPPED.glob(f"*/{policy}.calibration.yaml")):
-        found = load(candidate, policy)
-        if (found.model_class, found.fingerprint) == (model_class, fingerprint):
-            return found
-    raise PolicyError(
-        f"{policy} needs a calibration of this {model_class} (fingerprint {fingerprint}) and none ships with "
-        f"cachelab: run `{calibrate_command(policy)}` and pass calibration='{policy}.yaml', or give "
-        f"{VALUES[policy]}=[...]"
-    )
-
-
-def check_steps(policy: str, found: Calibration, steps: int | None, option: str = "") -> None:
-    if steps != found.steps:
-        also = f", or set {option} to use it at other step counts" if option else ""
+        return [found]
+    shipped = [load(p, policy) for p in sorted(SHIPPED.glob(f"*/{policy}-*steps.calibration.yaml"))]
+    shipped = [c for c in shipped if (c.model_class, c.fingerprint) == (model_class, fingerprint)]
+    if not shipped:
         raise PolicyError(
-            f"{policy}: the calibration {found.path or found.model} is for {found.steps} steps but this generation "
-            f"has {steps}; recalibrate with `{calibrate_command(policy, found.model, steps)}`{also}"
+            f"{policy} needs a calibration of this {model_class} (fingerprint {fingerprint}) and none ships with "
+            f"cachelab: run `{calibrate_command(policy)}` and pass calibration='{policy}.yaml', or give "
+            f"{VALUES[policy]}=[...]"
         )
+    return sorted(shipped, key=lambda c: -c.steps)
+
+
+def for_steps(policy: str, found: list[Calibration], steps: int | None, hint: str = "") -> Calibration:
+    """The calibration made for ``steps``, else an error that says how to recalibrate (and ``hint``)."""
+    match = next((c for c in found if c.steps == steps), None)
+    if match is not None:
+        return match
+    made = ", ".join(str(c.steps) for c in found)
+    where = ", ".join(c.path or c.model for c in found)
+    raise PolicyError(
+        f"{policy}: the calibration {where} is for {made} steps but this generation has {steps}; recalibrate with "
+        f"`{calibrate_command(policy, found[0].model, steps)}`{hint}"
+    )
 
 
 class Recorder(StackCache):

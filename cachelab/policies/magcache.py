@@ -85,19 +85,23 @@ class MagCache(StackCache):
         return blocks
 
     def ratios(self, denoiser: str, steps: int) -> list[float]:
-        found = self._calibrations.get(denoiser)
-        ratios = self.config.mag_ratios if found is None else found.values
+        ratios = self.config.mag_ratios
+        if denoiser in self._calibrations:
+            found = self._calibrations[denoiser]
+            if self.config.interpolate:  # the one made for these steps, else the one with most steps, resampled
+                ratios = next((c for c in found if c.steps == steps), found[0]).values
+            else:
+                ratios = calibration.for_steps(self.name, found, steps, ", or set interpolate=True to resample its "
+                                               "ratios").values
         if len(ratios) == steps:
             return ratios
-        if self.config.interpolate:  # diffusers' nearest_interp, in float32 as it computes it
-            if steps == 1:
-                return ratios[-1:]
-            scale = np.float32((len(ratios) - 1) / (steps - 1))
-            return [ratios[i] for i in np.round(np.arange(steps, dtype=np.float32) * scale).astype(int)]
-        if found is not None:
-            calibration.check_steps(self.name, found, steps, option="interpolate=True")
-        raise PolicyError(f"magcache: mag_ratios has {len(ratios)} values but this generation has {steps} steps; give "
-                          "one per step, or set interpolate=True to resample them")
+        if not self.config.interpolate:
+            raise PolicyError(f"magcache: mag_ratios has {len(ratios)} values but this generation has {steps} steps; "
+                              "give one per step, or set interpolate=True to resample them")
+        if steps == 1:  # diffusers' nearest_interp, in float32 as it computes it
+            return ratios[-1:]
+        scale = np.float32((len(ratios) - 1) / (steps - 1))
+        return [ratios[i] for i in np.round(np.arange(steps, dtype=np.float32) * scale).astype(int)]
 
     def decide(self, site, call, state):
         ctx = call.ctx

@@ -89,10 +89,9 @@ class TeaCache(StackCache):
         if ctx.num_steps is None:
             raise PolicyError("teacache needs the number of steps (the last one always runs): run it in a pipeline "
                               "or pass num_steps= to cachelab.apply")
-        found = self._calibrations.get(site.denoiser)
-        if found is not None:
-            calibration.check_steps(self.name, found, ctx.num_steps)
-        coefficients = self.config.coefficients if found is None else found.values
+        coefficients = self.config.coefficients
+        if site.denoiser in self._calibrations:
+            coefficients = calibration.for_steps(self.name, self._calibrations[site.denoiser], ctx.num_steps).values
         current = modulated_input(self.name, self._models[site.denoiser], site, call, self.config.modulated_input)
         previous, state["modulated"] = state.get("modulated"), current
         if ctx.step in (0, ctx.num_steps - 1) or previous is None or "residual" not in state:
