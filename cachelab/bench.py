@@ -30,7 +30,7 @@ from cachelab.errors import PolicyError
 from cachelab.hooks.engine import counting_macs
 from cachelab.zoo.registry import VideoModel
 from cachelab.spec import policy_to_dict, resolve_policy
-from cachelab.timing import timed
+from cachelab.timing import timed, warmup_steps as warmup_steps_for
 
 NEVER_REUSE = {"policy": "fastercache", "dynamic": {"interval": 1}, "cfg_cache": {"interval": 1}}
 FBCACHE_THRESHOLD = 0.1  # skips about half the steps of the bundled models: both decision paths run
@@ -263,7 +263,7 @@ def run_bench(
     steps: int,
     guidance: float,
     repeats: int = 1,
-    warmup_steps: int = 2,
+    warmup_steps: int | None = None,
     on_result: Callable[[CaseResult, torch.Tensor], None] | None = None,
     progress: bool = True,
 ) -> BenchReport:
@@ -314,7 +314,8 @@ def _run_case(model, case, prompts, seeds, steps, guidance, repeats, warmup_step
     """Warm up, one tracked generation (outputs, counts, memory), then the rest of the timed generations; with
     ``count_macs``, uncached and other libraries' cases run once more, untimed, under a MAC counter."""
     with _attached(model, case) as handle:
-        model.generate(prompts, seeds, warmup_steps, guidance)  # allocations, kernels, MAC profiling
+        # allocations, kernels, MAC profiling; a few steps unless a policy only runs at its calibrated step count
+        model.generate(prompts, seeds, warmup_steps_for(steps, handle) if warmup_steps is None else warmup_steps, guidance)
         if handle is not None:
             handle.runtime.track_cache = True
         if device.type == "cuda":

@@ -139,7 +139,7 @@ def _policy_from(policy: str | None, params: tuple[str, ...], config: str | None
 def run(model_name, prompt, policy, params, config, out, steps, guidance, seed, frames, size, compare, device):
     """Generate one video with a policy and report latency and MACs."""
     from cachelab import media, metrics
-    from cachelab.timing import WARMUP_STEPS, timed
+    from cachelab.timing import timed, warmup_steps
 
     chosen = _policy_from(policy, params, config)
     media.check_writable(out, media.VIDEO_SUFFIXES)
@@ -149,16 +149,18 @@ def run(model_name, prompt, policy, params, config, out, steps, guidance, seed, 
     _check_generation(model, steps, frames, size)
     model.check_prompt(prompt)
     dev = next(model.transformer.parameters()).device
-    warmup = min(WARMUP_STEPS, steps)
+    warmup = min(2, steps)
 
-    def warm_then_time():  # cached and uncached runs alike; the policy's MAC profiling runs in the warm-up
+    def warm_then_time(handle=None):  # cached and uncached alike; the policy's MAC profiling runs in the warm-up
+        nonlocal warmup
+        warmup = warmup_steps(steps, handle)
         model.generate([prompt], [seed], warmup, guidance)
         return timed(lambda: model.generate([prompt], [seed], steps, guidance), dev)
 
     stats = None
     if chosen is not None:
         with cachelab.apply(model.target, chosen, cfg=model.cfg) as handle:
-            video, latency = warm_then_time()
+            video, latency = warm_then_time(handle)
             stats = handle.stats()  # of the timed generation
     else:
         video, latency = warm_then_time()
@@ -259,6 +261,48 @@ def bench(model_name, policies, steps, num_prompts, guidance, repeats, with_diff
     broken = [r.name for r in report.results if r.error and not r.refused and r.kind != "diffusers"]
     if broken:
         raise click.ClickException(f"cases failed: {', '.join(broken)} (see the table)")
+
+
+@main.command()
+@click.option("--model", "model_name", required=True, help="a registered model (cachelab models)")
+@click.option("--policy", required=True, type=click.Choice(["magcache", "teacache"]), help="the policy to calibrate")
+@click.option("--prompts", "num_prompts", default=4, show_default=True, type=int,
+              help="how many of the model's prompts (seeds 0..K-1), one uncached generation each")
+@click.option("--steps", default=None, type=int, help="sampling steps (default: the model's); the policy then runs "
+              "at this step count")
+@click.option("--guidance", default=None, type=float, help="guidance scale (default: the model's)")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="YAML file to write")
+@click.option("--progress/--no-progress", default=True, help="show a progress bar")
+@_device_option
+def calibrate(model_name, policy, num_prompts, steps, guidance, out, progress, device):
+    """Fit a policy's per-model values from uncached generations (teacache: its rescaling polynomial; magcache:
+    its per-step magnitude ratios) and write them as a YAML file the policy takes with calibration=FILE."""
+    import warnings
+
+    from tqdm.auto import tqdm
+
+    from cachelab.policies.calibration import Calibration, Recorder, identity
+
+    model = _load_model(model_name, device)
+    steps = model.steps if steps is None else steps
+    guidance = model.guidance if guidance is None else guidance
+    _check_generation(model, steps, None, None)
+    if num_prompts < 1:
+        raise click.BadParameter("give at least one prompt", param_hint="--prompts")
+    prompts = model.prompts(num_prompts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", cachelab.NothingReusedWarning)  # recording never reuses
+        with cachelab.apply(model.target, Recorder(policy), cfg=model.cfg, count_macs=False) as handle:
+            for seed, prompt in enumerate(tqdm(prompts, desc=f"calibrate {policy} on {model.name}", disable=not progress)):
+                model.generate([prompt], [seed], steps, guidance)
+            values = handle.policy.fit(steps)
+    model_class, fingerprint = identity(model.transformer)
+    found = Calibration(policy, model.name, model_class, fingerprint, steps, values, prompts, cachelab.__version__)
+    path = found.save(out)
+    console.print(f"{policy} on {model.name} ({model_class}, fingerprint {fingerprint}), {steps} steps, "
+                  f"{num_prompts} prompts: {', '.join(f'{v:.4g}' for v in values)}")
+    console.print(f"wrote {path}; use it with --param calibration={path} (cachelab.apply(..., '{policy}', "
+                  f"calibration='{path}'))")
 
 
 @main.command()

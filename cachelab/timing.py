@@ -15,6 +15,14 @@ T = TypeVar("T")
 WARMUP_STEPS = 2
 
 
+def warmup_steps(steps: int, handle=None) -> int:
+    """Steps of the warm-up before a timed generation of ``steps``: a few, or all of them when a policy of the
+    attached ``handle`` is calibrated for one step count (``Policy.steps_bound``) and refuses others."""
+    if handle is not None and any(p.steps_bound for p in handle.policy.policies):
+        return steps
+    return min(WARMUP_STEPS, steps)
+
+
 def timed(fn: Callable[[], T], device: torch.device) -> tuple[T, float]:
     """``(fn(), seconds)``; on CUDA the device is synchronised around the call."""
     if device.type == "cuda":

@@ -10,6 +10,9 @@ NEVER_REUSE = {
     "fastercache": {"dynamic": {"interval": 1}, "cfg_cache": {"interval": 1}},
     "fbcache": {"threshold": 0.0},
     "taylorseer": {"interval": 1},
+    # the tiny test models have no calibration: inline values (a linear polynomial; ratios resampled to any steps)
+    "teacache": {"threshold": 0.0, "coefficients": [1.0, 0.0]},
+    "magcache": {"max_skip_steps": 0, "mag_ratios": [1.0], "interpolate": True},
 }
 SEED_POLICIES = sorted(NEVER_REUSE)
 
@@ -24,4 +27,7 @@ AGGRESSIVE = {
     "fbcache": {"threshold": 10.0},  # every step after the first skips all blocks but the first
     # full steps 0 and 2, every other step forecasts (order 0 at step 1, then order 1 from steps 0 and 2)
     "taylorseer": {"interval": 8, "warmup_steps": 1, "max_order": 2},
+    "teacache": {"threshold": 10.0, "coefficients": [1.0, 0.0]},  # only the first and last steps run
+    # every step after the first skips every block
+    "magcache": {"threshold": 1.0, "max_skip_steps": 1000, "retention_ratio": 0.0, "mag_ratios": [1.0], "interpolate": True},
 }

@@ -44,6 +44,9 @@ class Site:
         batch_dims: keyword inputs whose batch dimension is not the first (HiDream's Llama features: 1).
         batch_sized_tokens: why the token count of a denoiser's blocks depends on which samples share a call
             (text padded to the longest prompt of the call), empty when it does not.
+        folded: for a block, what its batch dimension holds besides the samples: ``"frames"`` (Latte's spatial
+            blocks see ``(batch * frames, tokens, dim)``), ``"tokens"`` (its temporal blocks see
+            ``(batch * tokens, frames, dim)``), ``""`` when it holds the samples only.
     """
 
     name: str
@@ -56,6 +59,7 @@ class Site:
     unbatched: tuple[str, ...] = ()
     batch_dims: dict[str, int] = field(default_factory=dict)
     batch_sized_tokens: str = ""
+    folded: str = ""
 
     @property
     def kind(self) -> str:

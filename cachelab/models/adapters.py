@@ -26,6 +26,8 @@ class Adapter:
         batch_dims: denoiser keyword arguments whose batch dimension is not the first (argument -> dim).
         batch_sized_tokens: why the token count of the blocks depends on which samples share a call (a joint
             text+image sequence padded to the longest prompt of the batch), empty when it does not.
+        folded: ``stack name -> what the blocks' batch dimension holds besides the samples`` (``frames`` or
+            ``tokens``), for stacks that fold video axes into the batch (Latte).
     """
 
     stacks: tuple[tuple[str, ...], ...] = ()
@@ -35,6 +37,7 @@ class Adapter:
     unbatched_kwargs: tuple[str, ...] = ()
     batch_dims: dict[str, int] = field(default_factory=dict)
     batch_sized_tokens: str = ""
+    folded: dict[str, str] = field(default_factory=dict)
 
 
 #: Arguments that never carry a batch dimension in any diffusers transformer.
@@ -60,6 +63,7 @@ ADAPTERS: dict[str, Adapter] = {
     "LatteTransformer3DModel": Adapter(
         stacks=(("transformer_blocks", "temporal_transformer_blocks"),),
         stack_roles={("temporal_transformer_blocks", "attn1"): "attn.temporal"},
+        folded={"transformer_blocks": "frames", "temporal_transformer_blocks": "tokens"},
     ),
     "CogVideoXTransformer3DModel": Adapter(
         stacks=(("transformer_blocks",),),

@@ -151,7 +151,8 @@ def _discover_diffusers(model: nn.Module, denoiser: str) -> list[Site]:
                 layer = layer_offset + i
                 prefix = f"{stack}.{i}"
                 outputs = adapter.block_outputs.get(type(block).__name__) or _known_outputs(type(block).__name__)
-                sites.append(Site(prefix, "block", block, layer, stack, denoiser, outputs=outputs))
+                sites.append(Site(prefix, "block", block, layer, stack, denoiser, outputs=outputs,
+                                  folded=adapter.folded.get(stack, "")))
                 for attr, sub in _inner_modules(block, attention_types, ffn_types):
                     if is_attention(sub, attention_types):
                         role = _attention_role(adapter, type(block).__name__, stack, attr, sub)

@@ -42,12 +42,15 @@ class Policy:
         Config: the pydantic model of the policy's parameters.
         history: computed values kept per site and CFG branch (1 = last output, 2 = last two, ...).
         static: whether :meth:`compute_at` depends on the step context only (plans are then built ahead).
+        steps_bound: whether the policy's values hold for one number of steps (a calibration per step count), so
+            a warm-up generation must run the real number of steps.
     """
 
     name: ClassVar[str] = ""
     Config: ClassVar[type[PolicyConfig]] = PolicyConfig
     history: int = 1
     static: bool = True
+    steps_bound: bool = False
 
     def __init__(self, config: PolicyConfig | dict | None = None, **params: Any):
         self.config = self.make_config(config, **params)

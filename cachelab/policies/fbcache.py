@@ -23,7 +23,7 @@ from pydantic import Field
 from cachelab.errors import PolicyError
 from cachelab.policies.base import Policy, PolicyConfig, require_sites
 from cachelab.policies.registry import register_policy
-from cachelab.policies.streams import block_input, stream_names
+from cachelab.policies.streams import block_input, passthrough, rebuild_streams, split_streams, stream_names
 
 
 class FirstBlockCacheConfig(PolicyConfig):
@@ -67,11 +67,11 @@ class FirstBlockCache(Policy):
             return self._head(site, call, shared)
         skip = shared.get("step") == call.ctx.step and shared.get("skip", False)
         if skip:
-            return _passthrough(site, call, shared["names"][site.key])
+            return passthrough("fbcache", site, call, shared["names"][site.key])
         output = call.run()
         shared.setdefault("names", {})[site.key] = _names(site, call, output)
         if site is self._tails[site.denoiser]:
-            tail = _streams(output, shared["names"][site.key])
+            tail = split_streams(output, shared["names"][site.key])
             shared["tail_residual"] = {
                 n: _span_residual(site, tail[n], h, n) for n, h in shared["head_out"].items() if tail.get(n) is not None
             }
@@ -80,7 +80,7 @@ class FirstBlockCache(Policy):
     def _head(self, site, call, shared):
         output = call.run()
         names = _names(site, call, output)
-        streams = _streams(output, names)
+        streams = split_streams(output, names)
         residual = streams["hidden_states"] - _input(site, call, "hidden_states")
         change = None
         if shared.get("residual") is not None and "tail_residual" in shared:
@@ -89,8 +89,8 @@ class FirstBlockCache(Policy):
         shared.update(step=call.ctx.step, skip=skip, change=change)
         if skip:
             cached = shared["tail_residual"]
-            return _rebuild(output, names, {n: s + cached[n] if n in cached and s is not None else s
-                                            for n, s in streams.items()})
+            return rebuild_streams(output, names, {n: s + cached[n] if n in cached and s is not None else s
+                                                   for n, s in streams.items()})
         shared.setdefault("names", {})[site.key] = names
         shared["residual"] = residual
         shared["head_out"] = {n: s for n, s in streams.items() if s is not None}
@@ -122,22 +122,3 @@ def _input(site, call, name):
 
 def _names(site, call, output):
     return stream_names("fbcache", site, call, output)
-
-
-def _streams(output, names) -> dict:
-    if names is None:
-        return {"hidden_states": output}
-    return {n: o for n, o in zip(names, output) if n}
-
-
-def _rebuild(output, names, streams):
-    if names is None:
-        return streams["hidden_states"]
-    return type(output)(streams[n] if n else o for n, o in zip(names, output))
-
-
-def _passthrough(site, call, names):
-    """A skipped block's value: its inputs, in its output structure."""
-    if names is None:
-        return _input(site, call, "hidden_states")
-    return tuple(_input(site, call, n) if n else None for n in names)

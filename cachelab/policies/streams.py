@@ -59,3 +59,24 @@ def _match_by_shape(policy: str, site, call, output) -> tuple[str, ...]:
             )
         names.append(hits[0])
     return tuple(names)
+
+
+def split_streams(output, names: tuple[str, ...] | None) -> dict:
+    """A block's output as ``{input name: tensor}`` (``names`` from :func:`stream_names`)."""
+    if names is None:
+        return {"hidden_states": output}
+    return {n: o for n, o in zip(names, output) if n}
+
+
+def rebuild_streams(output, names: tuple[str, ...] | None, streams: dict):
+    """``output``'s structure holding ``streams`` in place of the tensors they name."""
+    if names is None:
+        return streams["hidden_states"]
+    return type(output)(streams[n] if n else o for n, o in zip(names, output))
+
+
+def passthrough(policy: str, site, call, names: tuple[str, ...] | None):
+    """A skipped block's value: its inputs, in its output structure."""
+    if names is None:
+        return block_input(policy, site, call, "hidden_states")
+    return tuple(block_input(policy, site, call, n) if n else None for n in names)

@@ -44,7 +44,7 @@ import cachelab
 from cachelab import metrics
 from cachelab.zoo.registry import VideoModel
 from cachelab.search.errors import SearchError
-from cachelab.timing import WARMUP_STEPS, device_model, timed as timed_call
+from cachelab.timing import device_model, timed as timed_call, warmup_steps
 
 __all__ = [
     "COSTS",
@@ -390,10 +390,10 @@ class Evaluator:
         self.reference_latency_s: float | None = None
         self.timed_on: dict[str, Any] | None = None
 
-    def _warm_up(self) -> None:
+    def _warm_up(self, handle=None) -> None:
         """Allocations, kernels and the policy's MAC profiling, outside the timings."""
         wl = self.workload
-        self.model.generate(wl.prompts[:1], wl.seeds[:1], min(WARMUP_STEPS, wl.steps), wl.guidance)
+        self.model.generate(wl.prompts[:1], wl.seeds[:1], warmup_steps(wl.steps, handle), wl.guidance)
 
     def _timed_generation(self, i: int) -> tuple[torch.Tensor, float]:
         wl = self.workload
@@ -417,7 +417,7 @@ class Evaluator:
         sample = reuse = roles = None
         with cachelab.apply(self.model.target, policy, cfg=self.model.cfg) as handle:
             if self.objectives.needs_latency:
-                self._warm_up()
+                self._warm_up(handle)
             for i in range(len(self.workload.prompts)):
                 video, latency = self._timed_generation(i)
                 stats = handle.stats()

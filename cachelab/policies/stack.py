@@ -1,0 +1,203 @@
+"""Skipping the whole block stack: what ``teacache``, ``magcache`` and their calibration share.
+
+At a full step every block runs and the residual the stack added is kept per stream: the last block's output
+minus the first block's input (``hidden_states``, and ``encoder_hidden_states`` where blocks update both). At a
+skipped step no block runs: each returns its inputs, except the last, which returns the first block's new input
+plus that residual. Whatever the model does between its blocks (Latte's reshapes and temporal position
+embedding) is then inside the residual, as in TeaCache's reference code. A subclass decides at the first block,
+in :meth:`StackCache.decide`, once per step and per call's branches; skipped calls count as reused in ``stats()``.
+
+Stacks that fold video axes into the batch (``site.folded``: Latte's spatial blocks see ``(batch * frames,
+tokens, dim)``, its temporal ones ``(batch * tokens, frames, dim)``) are mapped onto the first block's layout.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from cachelab.errors import PolicyError
+from cachelab.policies.base import Policy, require_sites
+from cachelab.policies.streams import block_input, passthrough, split_streams, stream_names
+
+
+class StackCache(Policy):
+    """Base of policies that skip every block of a step and add the stack's cached residual."""
+
+    history = 0  # everything lives in the first block's per-generation state
+    static = False  # decisions read the running generation
+
+    def select(self, sites):
+        blocks = require_sites(self, sites, ("block",))
+        self._heads: dict[str, object] = {}
+        self._tails: dict[str, object] = {}
+        for denoiser in dict.fromkeys(s.denoiser for s in blocks):
+            stack = [s for s in blocks if s.denoiser == denoiser]  # execution order, stack after stack
+            head, tail = stack[0], stack[-1]
+            if head.folded != tail.folded and {head.folded, tail.folded} != {"frames", "tokens"}:
+                raise PolicyError(
+                    f"{self.name}: the first block ({head.key}) folds {head.folded or 'nothing'!r} into its batch and "
+                    f"the last ({tail.key}) {tail.folded or 'nothing'!r}; no residual spans them. Choose the blocks "
+                    "of one stack with sites={'block': regex}."
+                )
+            self._heads[denoiser], self._tails[denoiser] = head, tail
+        return blocks
+
+    def decide(self, site, call, state: dict) -> bool:
+        """At the first block of each step: True to skip the stack. ``state`` belongs to this generation and
+        branch set; ``"residual" in state`` once a full step has run (never skip without it)."""
+        raise NotImplementedError
+
+    def computed(self, site, call, state: dict) -> None:
+        """After the last block of a full step, with ``state["residual"]`` updated. Default: nothing."""
+
+    def forward(self, site, call):
+        head, tail = self._heads[site.denoiser], self._tails[site.denoiser]
+        state = call.runtime.slots[head.key].state.setdefault(call.ctx.branches, {})
+        if site is head:
+            state["inputs"] = _stream_inputs(self.name, site, call)
+            state.update(step=call.ctx.step, skip=bool(self.decide(site, call, state)))
+        names = state.setdefault("names", {})
+        if state["skip"]:
+            if site is tail:
+                return self._rebuilt(site, call, state)
+            return passthrough(self.name, site, call, names[site.key])
+        return call.defer(then=lambda output: self._ran(site, call, state, output, tail))
+
+    def _ran(self, site, call, state, output, tail):
+        names = state["names"][site.key] = stream_names(self.name, site, call, output)
+        if site is tail:
+            head = self._heads[site.denoiser]
+            inputs, batch = state["inputs"], _samples(call)
+            residual = {}
+            for name, out in split_streams(output, names).items():
+                if out is None or name not in inputs:
+                    continue
+                out = _relayout(out, site.folded, head.folded, batch)
+                if out.shape != inputs[name].shape:
+                    raise PolicyError(
+                        f"{self.name}: the last block ({site.key}) returns {name} of shape {tuple(out.shape)} but the "
+                        f"first block ({head.key}) takes {tuple(inputs[name].shape)}, so no residual spans them: the "
+                        "model joins or reshapes tokens between its blocks. Choose the blocks of one stack with "
+                        "sites={'block': regex}."
+                    )
+                residual[name] = out - inputs[name]
+            state["residual"] = residual
+            self.computed(site, call, state)
+        return output
+
+    def _rebuilt(self, tail, call, state):
+        """The last block's value at a skipped step: the first block's input plus the cached residual."""
+        head = self._heads[tail.denoiser]
+        inputs, residual, batch = state["inputs"], state["residual"], _samples(call)
+
+        def stream(name):
+            if name not in residual:
+                return block_input(self.name, tail, call, name)
+            return _relayout(inputs[name] + residual[name], head.folded, tail.folded, batch)
+
+        names = state["names"][tail.key]
+        if names is None:
+            return stream("hidden_states")
+        return tuple(stream(n) if n else None for n in names)
+
+
+def _samples(call) -> int:
+    return len(call.ctx.branches) * call.ctx.branch_size
+
+
+def _stream_inputs(policy: str, site, call) -> dict[str, torch.Tensor]:
+    inputs = {"hidden_states": block_input(policy, site, call, "hidden_states")}
+    text = call.argument("encoder_hidden_states")
+    if isinstance(text, torch.Tensor):
+        inputs["encoder_hidden_states"] = text
+    return inputs
+
+
+def _relayout(x: torch.Tensor, source: str, target: str, batch: int) -> torch.Tensor:
+    """``x`` from a block folding ``source`` into its batch to the layout of one folding ``target``: frames and
+    tokens swap places, ``(batch * a, b, dim) -> (batch * b, a, dim)``."""
+    if source == target:
+        return x
+    rows, length, dim = x.shape
+    return x.reshape(batch, rows // batch, length, dim).transpose(1, 2).reshape(batch * length, rows // batch, dim)
+
+
+class _Captured(Exception):
+    """Raised by the probe hook to stop the first block once its modulated input has been read."""
+
+    def __init__(self, value):
+        super().__init__()
+        self.value = value
+
+
+def _parse_probe(probe: str) -> tuple[str, str | None]:
+    """``"module[:argument]"`` -> (module name, argument or None)."""
+    module, _, argument = probe.partition(":")
+    return module, argument or None
+
+
+def modulated_input(policy: str, model: torch.nn.Module, head, call, probe: str | None) -> torch.Tensor:
+    """The timestep-modulated input of the first block at this call, read without running the block past it.
+
+    ``probe`` is ``"module[:argument]"`` (a qualified module name in the denoiser; the argument defaults to
+    ``hidden_states``, else the first one); None reads the input of the first attention module inside the first
+    block, which is the AdaLN output (normalised, scaled and shifted by the timestep embedding) in every DiT block
+    cachelab knows. The block runs up to that module's call, then stops."""
+    name, argument = _parse_probe(probe) if probe else (None, None)
+    where = f"modulated_input={probe!r}" if probe else f"the first attention of {head.key} (modulated_input unset)"
+    if name is None:
+        module = _first_attention(policy, head)
+    elif name == head.name:
+        return _argument(policy, where, head.module, call.args, call.kwargs, argument)
+    else:
+        module = dict(model.named_modules()).get(name)
+        if module is None:
+            raise PolicyError(
+                f"{policy}: modulated_input={probe!r} names no module of {type(model).__name__}; give a qualified "
+                f"module name inside the first block, e.g. '{head.name}.norm1' or '{head.name}.attn1'"
+            )
+
+    def capture(mod, args, kwargs):
+        raise _Captured(_argument(policy, where, mod, args, kwargs, argument))
+
+    handle = module.register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        call.original(*call.args, **call.kwargs)
+    except _Captured as captured:
+        return captured.value
+    finally:
+        handle.remove()
+    raise PolicyError(
+        f"{policy}: modulated_input={probe!r}: that module did not run inside the first block ({head.key}); name a "
+        "module the first block calls, e.g. its attention, whose input is the timestep-modulated hidden states"
+    )
+
+
+def _first_attention(policy: str, head) -> torch.nn.Module:
+    for name, module in head.module.named_modules():
+        if name and (type(module).__name__.endswith("Attention") or hasattr(module, "to_q")):
+            return module
+    raise PolicyError(
+        f"{policy}: the first block ({head.key}, {type(head.module).__name__}) has no attention module whose input "
+        "would be its timestep-modulated hidden states; name the module that receives them with "
+        f"modulated_input='{head.name}.<module>' (or '<module>:<argument>')"
+    )
+
+
+def _argument(policy: str, where: str, module, args, kwargs, argument: str | None) -> torch.Tensor:
+    try:
+        bound = inspect.signature(module.forward).bind_partial(*args, **kwargs).arguments
+    except TypeError:
+        bound = dict(kwargs)
+    if argument is None:
+        value = bound.get("hidden_states", args[0] if args else None)
+    else:
+        value = bound.get(argument, kwargs.get(argument))
+    if not isinstance(value, torch.Tensor):
+        raise PolicyError(
+            f"{policy}: {where}: {type(module).__name__} got no tensor "
+            f"{argument or 'hidden_states'!r} (its arguments: {', '.join(bound) or 'none by name'})"
+        )
+    return value

@@ -1,0 +1,193 @@
+"""MagCache: never-reuse identity, the reuse formula, bad input, and agreement with diffusers' own MagCache."""
+
+import dataclasses
+
+import pytest
+import torch
+from diffusers.hooks import MagCacheConfig
+from torch import nn
+
+import cachelab
+from tiny_transformers import TINY_TRANSFORMERS
+
+STEPS = 10
+TIMESTEPS = torch.linspace(950, 50, STEPS).tolist()
+# per-step ratios and a threshold under which some steps skip and some run (retention: the first 2 steps run)
+RATIOS = [1.0, 1.1, 1.02, 0.99, 1.01, 1.0, 0.97, 1.03, 0.96, 1.0]
+MIXED = dict(threshold=0.06, max_skip_steps=2, retention_ratio=0.2)
+
+
+def tiny(name="cogvideox"):
+    spec = TINY_TRANSFORMERS[name]
+    spec = dataclasses.replace(spec, config={**spec.config, "num_layers": 3})
+    return spec.build(), spec
+
+
+def run(model, spec, batch=2):
+    with torch.no_grad():
+        return [model(**spec.inputs(batch, t))[0] for t in TIMESTEPS]
+
+
+def test_never_reuse_is_identical_and_generations_reset():
+    model, spec = tiny()
+    reference = run(model, spec)
+    with pytest.warns(cachelab.NothingReusedWarning):
+        with cachelab.apply(model, "magcache", cfg="batched", num_steps=STEPS, mag_ratios=RATIOS, max_skip_steps=0):
+            assert all(torch.equal(a, b) for a, b in zip(run(model, spec), reference))
+    with cachelab.apply(model, "magcache", cfg="batched", num_steps=STEPS, mag_ratios=RATIOS, **MIXED) as handle:
+        first, first_stats = run(model, spec), handle.stats()
+        second, second_stats = run(model, spec), handle.stats()
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    assert {**first_stats.to_dict(), "generation": 1} == second_stats.to_dict()
+    assert 0 < first_stats.computed_fraction < 1
+    assert not all(torch.equal(a, b) for a, b in zip(first, reference))
+
+
+class Block(nn.Module):
+    def __init__(self, dim=6):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, hidden_states, temb):
+        return hidden_states + torch.tanh(self.proj(hidden_states)) * temb[:, None, None]
+
+
+class Toy(nn.Module):
+    """Three residual blocks, a scale after them (so the denoiser's output is not the last block's)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.blocks = nn.ModuleList(Block() for _ in range(3))
+
+    def forward(self, hidden_states, timestep):
+        temb = 1 + timestep / 1000
+        for block in self.blocks:
+            hidden_states = block(hidden_states, temb)
+        return 2 * hidden_states
+
+
+def test_skipped_step_adds_the_stack_residual_of_the_last_full_step():
+    model = Toy().eval()
+    xs = [torch.randn(1, 4, 6) for _ in range(3)]
+    ts = [torch.tensor([900.0]), torch.tensor([880.0]), torch.tensor([860.0])]
+    ratios = [1.0, 1.05, 1.0]  # step 1: error 0.05; step 2: product 1.05, error 0.1
+    with torch.no_grad():
+        full = [model(x, t) for x, t in zip(xs, ts)]
+        with cachelab.apply(model, "magcache", sites={"block": r"blocks\.\d"}, cfg="off", num_steps=3,
+                            mag_ratios=ratios, threshold=0.07, retention_ratio=0) as handle:
+            out = [model(x, t) for x, t in zip(xs, ts)]
+            stats = handle.stats()
+    assert torch.equal(out[0], full[0])
+    torch.testing.assert_close(out[1], 2 * (xs[1] + (full[0] / 2 - xs[0])), rtol=0, atol=0)
+    assert torch.equal(out[2], full[2])  # the error passed the threshold: a full step
+    assert stats.computed_steps("blocks.0") == stats.computed_steps("blocks.2") == [True, False, True]
+
+
+def test_bad_input_names_field_value_and_fix(tmp_path):
+    magcache = cachelab.policy_class("magcache")
+    with pytest.raises(cachelab.PolicyError, match=r"threshold: Input should be greater than or equal to 0"):
+        magcache(threshold=-0.1)
+    with pytest.raises(cachelab.PolicyError, match=r"retention_ratio: Input should be less than or equal to 1 \(got 2"):
+        magcache(retention_ratio=2)
+    model, spec = tiny()
+    with pytest.raises(cachelab.PolicyError, match="give mag_ratios=.* or calibration=PATH, not both"):
+        cachelab.apply(model, "magcache", mag_ratios=RATIOS, calibration="x.yaml")
+    with pytest.raises(cachelab.PolicyError, match=r"magcache needs a calibration of this CogVideoXTransformer3DModel "
+                                                   r"\(fingerprint \w+\).*`cachelab calibrate --model <model> "
+                                                   r"--policy magcache"):
+        cachelab.apply(model, "magcache")
+    with cachelab.apply(model, "magcache", cfg="batched", num_steps=STEPS, mag_ratios=RATIOS[:4]):
+        with pytest.raises(cachelab.PolicyError, match="mag_ratios has 4 values but this generation has 10 steps"):
+            run(model, spec)
+    with cachelab.apply(model, "magcache", cfg="batched", num_steps=STEPS, mag_ratios=RATIOS[::2] * 2,
+                        interpolate=True, **MIXED) as handle:
+        run(model, spec)  # resampled, as diffusers does
+        assert handle.stats().computed_fraction < 1
+
+
+def run_logged(model, spec, calls, context=None):
+    """Outputs of a sequence of denoiser calls, and per call whether the last block ran."""
+    ran = []
+    tail = model.transformer_blocks[-1]
+    hook = tail.ff.register_forward_pre_hook(lambda *_: ran.__setitem__(-1, True))
+    outputs = []
+    try:
+        with torch.no_grad():
+            for t, branch, batch, seed in calls:
+                ran.append(False)
+                if context is None:
+                    outputs.append(model(**spec.inputs(batch, t, seed=seed))[0])
+                else:
+                    with context(branch):
+                        outputs.append(model(**spec.inputs(batch, t, seed=seed))[0])
+    finally:
+        hook.remove()
+    return outputs, ran
+
+
+@pytest.mark.parametrize("cfg", ["batched", "sequential"])
+def test_matches_diffusers_mag_cache(cfg):
+    """The same denoiser calls through diffusers' ``enable_cache(MagCacheConfig)`` and through ``magcache`` at the
+    same ratios and parameters, fp32, on a tiny CogVideoX: bit-identical outputs and the same skipped calls.
+
+    ``batched``: one ``[uncond, cond]`` call per step, one diffusers cache context, one cachelab state.
+    ``sequential``: two calls per step, each in its own diffusers context (its own step counter and accumulators),
+    each a branch of its own for cachelab. diffusers adds the residual to ``hidden_states`` only; CogVideoX drops the
+    text stream after its blocks, so the outputs still agree exactly. (diffusers accumulates in float32 tensors,
+    cachelab in Python floats: decisions could differ only within float32 rounding of the threshold.)"""
+    model, spec = tiny()
+    if cfg == "batched":
+        calls = [(t, "cond_uncond", 2, 0) for t in TIMESTEPS]
+    else:
+        calls = [(t, branch, 1, seed) for t in TIMESTEPS for branch, seed in (("uncond", 1), ("cond", 0))]
+    model.enable_cache(MagCacheConfig(mag_ratios=RATIOS, num_inference_steps=STEPS, **MIXED))
+    try:
+        theirs, their_ran = run_logged(model, spec, calls, context=model.cache_context)
+    finally:
+        model.disable_cache()
+    with cachelab.apply(model, "magcache", cfg=cfg, cfg_order="uncond_first", num_steps=STEPS, mag_ratios=RATIOS,
+                        **MIXED) as handle:
+        ours, our_ran = run_logged(model, spec, calls)
+        stats = handle.stats()
+    assert our_ran == their_ran
+    assert any(their_ran) and not all(their_ran)
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    per_step = stats.site_steps("transformer_blocks.2")  # stats say the same: computed exactly where it ran
+    if cfg == "batched":
+        assert [per_step[i][0] > 0 for i in range(STEPS)] == their_ran
+    else:
+        assert [per_step[i][0] for i in range(STEPS)] == [sum(their_ran[2 * i:2 * i + 2]) for i in range(STEPS)]
+
+
+def test_latte_skipped_step_rebuilds_the_stack_output_across_its_folded_layouts():
+    """Latte's spatial blocks see (batch * frames, tokens, dim), its temporal ones (batch * tokens, frames, dim):
+    at a skipped step the last (temporal) block returns, in its own layout, the first block's new input plus the
+    residual of the last full step, checked here with Latte's own reshape from temporal to spatial layout."""
+    spec = TINY_TRANSFORMERS["latte"]
+    model = spec.build()
+    heads, tails = [], []
+    pre = model.transformer_blocks[0].register_forward_pre_hook(lambda m, args: heads.append(args[0]))
+    post = model.temporal_transformer_blocks[-1].register_forward_hook(lambda m, args, out: tails.append(out))
+    batch = 2
+
+    def spatial(out):
+        return out.reshape(batch, -1, out.shape[-2], out.shape[-1]).permute(0, 2, 1, 3).reshape(-1, heads[0].shape[1],
+                                                                                                 out.shape[-1])
+
+    try:
+        # count_macs=False: no extra measuring call, so the hooks see exactly one call per step
+        with cachelab.apply(model, "magcache", cfg="batched", num_steps=3, count_macs=False, mag_ratios=[1.0],
+                            interpolate=True, threshold=1.0, max_skip_steps=10, retention_ratio=0) as handle, \
+                torch.no_grad():
+            for t in (900.0, 600.0, 300.0):
+                model(**spec.inputs(batch, t))
+            per_step = handle.stats().site_steps("temporal_transformer_blocks.1")
+    finally:
+        pre.remove()
+        post.remove()
+    computed = [per_step[i][0] > 0 for i in range(3)]
+    assert computed == [True, False, False]
+    assert heads[1].shape != tails[1].shape  # the two layouts really differ
+    for step in (1, 2):
+        torch.testing.assert_close(spatial(tails[step]), heads[step] + (spatial(tails[0]) - heads[0]), rtol=0, atol=0)
