@@ -39,7 +39,7 @@ SWEEPS = {
 }
 
 
-def frontier_cases(model, families: list[str]) -> list[bench.Case]:
+def frontier_cases(model, families: list[str], steps: int) -> list[bench.Case]:
     cases = [bench.Case("uncached", "uncached")]
     for family in families:
         if family in ("pab", "fastercache"):
@@ -47,7 +47,7 @@ def frontier_cases(model, families: list[str]) -> list[bench.Case]:
             continue
         parameter, values = SWEEPS[family]
         for value in values:
-            cases += bench.same_settings_cases(model, family, **{parameter: value})
+            cases += bench.same_settings_cases(model, family, steps, **{parameter: value})
     return cases
 
 
@@ -87,7 +87,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     families = [f for f in args.families.split(",") if f in list_policies()]
     model = create_model(args.model)
-    cases = frontier_cases(model, families)
+    cases = frontier_cases(model, families, args.steps)
     cases += [bench.Case(f"searched ({path.stem})", "cachelab", load_policy_file(path)) for path in args.configs]
     report = bench.run_bench(model, cases, model.prompts(args.prompts), list(range(args.prompts)), args.steps,
                              model.guidance, args.repeats)

@@ -28,6 +28,7 @@ import cachelab
 from cachelab import metrics
 from cachelab.errors import PolicyError
 from cachelab.hooks.engine import counting_macs
+from cachelab.policies import calibration
 from cachelab.zoo.registry import VideoModel
 from cachelab.spec import policy_to_dict, resolve_policy
 from cachelab.timing import timed, warmup_steps as warmup_steps_for
@@ -35,6 +36,7 @@ from cachelab.timing import timed, warmup_steps as warmup_steps_for
 NEVER_REUSE = {"policy": "fastercache", "dynamic": {"interval": 1}, "cfg_cache": {"interval": 1}}
 FBCACHE_THRESHOLD = 0.1  # skips about half the steps of the bundled models: both decision paths run
 TAYLORSEER = {"interval": 3, "max_order": 1, "warmup_steps": 3}
+MAGCACHE_THRESHOLD = 0.12
 
 
 @dataclass
@@ -110,12 +112,18 @@ def policy_cases(names: list[str]) -> list[Case]:
     return [Case(name=n, policy=n) for n in names]
 
 
-def diffusers_cases(model: VideoModel) -> list[Case]:
+def diffusers_cases(model: VideoModel, steps: int) -> list[Case]:
     """diffusers' PAB and FasterCache with the settings of diffusers' docs, each beside cachelab's policy at the
     same schedule, then the same-settings pairs of :func:`same_settings_cases` at one setting each. diffusers' PAB
     identifiers also match Latte's temporal blocks (they get the spatial interval), and its FasterCache
     extrapolates attention only on steps where the unconditional branch is skipped; the cachelab configs
-    reproduce both, so the two rows of a pair do the same work."""
+    reproduce both, so the two rows of a pair do the same work. MagCache joins where the model has a calibration
+    for ``steps`` steps."""
+    try:
+        calibration.for_steps("magcache", calibration.for_model("magcache", model.transformer, None), steps)
+        calibrated = True
+    except PolicyError:
+        calibrated = False
     latte = model.tensor_format == "BCFHW" and "latte" in type(model.transformer).__name__.lower()
     pab_same = {
         "policy": "pab",
@@ -173,14 +181,16 @@ def diffusers_cases(model: VideoModel) -> list[Case]:
         Case("diffusers PAB", "diffusers", pab_same, diffusers_cache(pab_config)),
         Case("fastercache (diffusers schedule)", "cachelab", fastercache_same),
         Case("diffusers FasterCache", "diffusers", fastercache_same, diffusers_cache(fastercache_config)),
-        *same_settings_cases(model, "fbcache", threshold=FBCACHE_THRESHOLD),
-        *same_settings_cases(model, "taylorseer", **TAYLORSEER),
+        *same_settings_cases(model, "fbcache", steps, threshold=FBCACHE_THRESHOLD),
+        *same_settings_cases(model, "taylorseer", steps, **TAYLORSEER),
+        *(same_settings_cases(model, "magcache", steps, threshold=MAGCACHE_THRESHOLD) if calibrated else []),
     ]
 
 
-def same_settings_cases(model: VideoModel, policy: str, **settings: Any) -> list[Case]:
+def same_settings_cases(model: VideoModel, policy: str, steps: int, **settings: Any) -> list[Case]:
     """cachelab's ``policy`` with ``settings`` (its own parameter names), then each other implementation of the
-    same method that is installed, configured to mean the same (the library's parameter names are mapped here)."""
+    same method that is installed, configured to mean the same (the library's parameter names are mapped here),
+    for generations of ``steps`` steps."""
     label = ", ".join(f"{k} {v}" for k, v in settings.items())
     ours = {"policy": policy, **settings}
     cases = [Case(f"{policy} ({label})", "cachelab", ours)]
@@ -212,6 +222,18 @@ def same_settings_cases(model: VideoModel, policy: str, **settings: Any) -> list
                           diffusers_cache(taylorseer_config(["|".join(blocks)]))))
         cases.append(Case(f"diffusers TaylorSeer ({label}, its default modules)", "diffusers", None,
                           diffusers_cache(taylorseer_config(None))))
+    elif policy == "magcache":
+        config = resolve_policy(ours).config
+        ratios = config.mag_ratios or calibration.for_steps(
+            "magcache", calibration.for_model("magcache", model.transformer, config.calibration), steps).values
+
+        def magcache_config(model, timestep):
+            from diffusers import MagCacheConfig
+
+            return MagCacheConfig(mag_ratios=ratios, num_inference_steps=steps, threshold=config.threshold,
+                                  max_skip_steps=config.max_skip_steps, retention_ratio=config.retention_ratio)
+
+        cases.append(Case(f"diffusers MagCache ({label})", "diffusers", ours, diffusers_cache(magcache_config)))
     return cases
 
 

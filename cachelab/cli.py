@@ -225,7 +225,7 @@ def bench(model_name, policies, steps, num_prompts, guidance, repeats, with_diff
         cases.append(benchmod.Case("hooks, never reuse", "cachelab", benchmod.NEVER_REUSE))
     cases += benchmod.policy_cases(names)
     if with_diffusers:
-        cases += benchmod.diffusers_cases(model)
+        cases += benchmod.diffusers_cases(model, steps)
     prompts = model.prompts(num_prompts)
     seeds = list(range(num_prompts))
     out = Path(out_dir)

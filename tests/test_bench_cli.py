@@ -10,6 +10,7 @@ import cachelab
 
 from cachelab.bench import Case, _attached, diffusers_cases
 from cachelab.hooks.engine import counting_macs
+from cachelab.timing import warmup_steps
 from cachelab.cli import main
 from cachelab.zoo.registry import create_model
 
@@ -25,7 +26,7 @@ def test_same_schedule_reproduces_diffusers_caches(name):
     model = create_model(name, device="cpu")
     prompts = model.prompts(2)
     baseline = model.generate(prompts, [0, 1], 20, 5.0)
-    pab_ours, pab_theirs, fc_ours, fc_theirs = diffusers_cases(model)[:4]
+    pab_ours, pab_theirs, fc_ours, fc_theirs = diffusers_cases(model, 20)[:4]
     outputs = {}
     for case in (pab_ours, pab_theirs, fc_ours, fc_theirs):
         with _attached(model, case):
@@ -41,24 +42,26 @@ def test_same_schedule_reproduces_diffusers_caches(name):
 
 
 def test_same_settings_reproduce_diffusers_data_dependent_and_forecasting_caches():
-    """diffusers' FirstBlockCache and TaylorSeer (blocks named) beside ours at the same settings in the bundled
-    CogVideoX pipeline: equal outputs, and equal MACs counted on each side; TaylorSeer with diffusers' default modules
-    hooks nothing on CogVideoX (its attention is attn1) and does the uncached work."""
+    """diffusers' FirstBlockCache, TaylorSeer (blocks named) and MagCache (the shipped 20-step calibration) beside
+    ours at the same settings in the bundled CogVideoX pipeline: equal outputs, and equal MACs counted on each side;
+    TaylorSeer with diffusers' default modules hooks nothing on CogVideoX (its attention is attn1) and does the
+    uncached work."""
     model = create_model("tiny-cogvideox", device="cpu")  # trained: random weights change too much to ever skip
-    cases = diffusers_cases(model)[4:]
+    cases = diffusers_cases(model, 20)[4:]
     assert cases[0].policy == cases[1].policy == {"policy": "fbcache", "threshold": 0.1}
     assert cases[2].policy == cases[3].policy and cases[2].policy["policy"] == "taylorseer"
+    assert cases[5].policy == cases[6].policy == {"policy": "magcache", "threshold": 0.12}
     model.generate(model.prompts(1), [0], 2, 5.0)
     outputs, macs = {}, {}
     for case in [Case("uncached", "uncached"), *cases]:
         with _attached(model, case) as handle:
             if handle is not None:  # the MAC measuring pass of the first generation runs before counting
-                model.generate(model.prompts(1), [0], 2, 5.0)
+                model.generate(model.prompts(1), [0], warmup_steps(20, handle), 5.0)
             with counting_macs(model.transformer) as counted:
                 outputs[case.name] = model.generate(model.prompts(1), [0], 20, 5.0)
             macs[case.name] = counted[0]
     names = [c.name for c in cases]
-    for ours, theirs in (names[0:2], names[2:4]):
+    for ours, theirs in (names[0:2], names[2:4], names[5:7]):
         assert torch.equal(outputs[ours], outputs[theirs])
         assert macs[ours] == pytest.approx(macs[theirs], rel=1e-3) and macs[ours] < 0.9 * macs["uncached"]
     assert torch.equal(outputs[names[4]], outputs["uncached"]) and macs[names[4]] == macs["uncached"]
@@ -191,7 +194,7 @@ def test_cache_needed_counts_only_what_later_calls_read():
     unconditional half is skipped, so the uncond slices it keeps are mostly never read: needed < held. cachelab's
     own default reads nearly all it keeps (the values stored on the last steps are never read)."""
     model = create_model("tiny-random-cogvideox", device="cpu")
-    diffusers_schedule = diffusers_cases(model)[2].policy
+    diffusers_schedule = diffusers_cases(model, 12)[2].policy
     peaks = {}
     for name, spec in (("diffusers schedule", diffusers_schedule), ("default", "fastercache")):
         with cachelab.apply(model.target, spec, cfg=model.cfg) as handle:
