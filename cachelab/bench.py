@@ -13,6 +13,7 @@ the same schedule (``diffusers_cases``), so speeds compare side by side.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import statistics
@@ -234,7 +235,40 @@ def same_settings_cases(model: VideoModel, policy: str, steps: int, **settings: 
                                   max_skip_steps=config.max_skip_steps, retention_ratio=config.retention_ratio)
 
         cases.append(Case(f"diffusers MagCache ({label})", "diffusers", ours, diffusers_cache(magcache_config)))
+    elif policy == "dbcache" and importlib.util.find_spec("cache_dit") is not None:
+        config = resolve_policy(ours).config
+        cases.append(Case(f"cache-dit DBCache ({label})", "cache-dit", ours, cache_dit_dbcache(config)))
     return cases
+
+
+def cache_dit_dbcache(config) -> Callable[[VideoModel], ContextManager]:
+    """A case's ``attach`` for cache-dit's DBCache with the meaning of a ``dbcache`` config. cache-dit patches the
+    pipeline's and transformer's classes; the patches must be gone afterwards, or every later row would run them."""
+
+    @contextmanager
+    def attach(model: VideoModel):
+        import cache_dit
+        from cache_dit import DBCacheConfig
+
+        pipe = model.target
+        before = _class_methods(pipe, model.transformer)
+        cache_dit.enable_cache(pipe, cache_config=DBCacheConfig(
+            Fn_compute_blocks=config.fn, Bn_compute_blocks=config.bn, residual_diff_threshold=config.threshold,
+            max_warmup_steps=config.warmup_steps, max_cached_steps=config.max_cached_steps or -1,
+            max_continuous_cached_steps=config.max_continuous_cached_steps or -1))
+        try:
+            yield
+        finally:
+            cache_dit.disable_cache(pipe)
+            if _class_methods(pipe, model.transformer) != before:
+                raise RuntimeError("cache-dit's disable_cache left its class patches on the pipeline or transformer; "
+                                   "the rows after this one would be wrong")
+
+    return attach
+
+
+def _class_methods(*objects) -> list:
+    return [(type(o).__call__, getattr(type(o), "forward", None), getattr(o, "forward", None)) for o in objects]
 
 
 @contextmanager
