@@ -39,13 +39,13 @@ SWEEPS = {
 }
 
 
-def frontier_cases(model, families: list[str], steps: int) -> list[bench.Case]:
+def frontier_cases(model, families: list[str], steps: int, sweeps: dict | None = None) -> list[bench.Case]:
     cases = [bench.Case("uncached", "uncached")]
     for family in families:
         if family in ("pab", "fastercache"):
             cases.append(bench.Case(f"{family} (defaults)", "cachelab", family))
             continue
-        parameter, values = SWEEPS[family]
+        parameter, values = (sweeps or {}).get(family, SWEEPS[family])
         for value in values:
             cases += bench.same_settings_cases(model, family, steps, **{parameter: value})
     return cases
@@ -81,13 +81,19 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--families", default="fbcache,dbcache,teacache,magcache,taylorseer,easycache,pab,fastercache")
+    p.add_argument("--sweep", action="append", default=[], metavar="POLICY=V1,V2",
+                   help="other values of a policy's swept parameter (e.g. taylorseer=3,5)")
     p.add_argument("--configs", nargs="*", default=[], type=Path,
                    help="policy YAML files (e.g. a search's pareto_*.yaml) measured as extra rows")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     families = [f for f in args.families.split(",") if f in list_policies()]
     model = create_model(args.model)
-    cases = frontier_cases(model, families, args.steps)
+    sweeps = {}
+    for item in args.sweep:
+        name, values = item.split("=", 1)
+        sweeps[name] = (SWEEPS[name][0], [type(SWEEPS[name][1][0])(v) for v in values.split(",")])
+    cases = frontier_cases(model, families, args.steps, sweeps)
     cases += [bench.Case(f"searched ({path.stem})", "cachelab", load_policy_file(path)) for path in args.configs]
     report = bench.run_bench(model, cases, model.prompts(args.prompts), list(range(args.prompts)), args.steps,
                              model.guidance, args.repeats)

@@ -183,15 +183,16 @@ def diffusers_cases(model: VideoModel, steps: int) -> list[Case]:
         Case("fastercache (diffusers schedule)", "cachelab", fastercache_same),
         Case("diffusers FasterCache", "diffusers", fastercache_same, diffusers_cache(fastercache_config)),
         *same_settings_cases(model, "fbcache", steps, threshold=FBCACHE_THRESHOLD),
-        *same_settings_cases(model, "taylorseer", steps, **TAYLORSEER),
+        *same_settings_cases(model, "taylorseer", steps, defaults_too=True, **TAYLORSEER),
         *(same_settings_cases(model, "magcache", steps, threshold=MAGCACHE_THRESHOLD) if calibrated else []),
     ]
 
 
-def same_settings_cases(model: VideoModel, policy: str, steps: int, **settings: Any) -> list[Case]:
+def same_settings_cases(model: VideoModel, policy: str, steps: int, defaults_too: bool = False,
+                        **settings: Any) -> list[Case]:
     """cachelab's ``policy`` with ``settings`` (its own parameter names), then each other implementation of the
     same method that is installed, configured to mean the same (the library's parameter names are mapped here),
-    for generations of ``steps`` steps."""
+    for generations of ``steps`` steps. With ``defaults_too``, also diffusers' TaylorSeer on its default modules."""
     label = ", ".join(f"{k} {v}" for k, v in settings.items())
     ours = {"policy": policy, **settings}
     cases = [Case(f"{policy} ({label})", "cachelab", ours)]
@@ -221,8 +222,9 @@ def same_settings_cases(model: VideoModel, policy: str, steps: int, **settings: 
 
         cases.append(Case(f"diffusers TaylorSeer ({label}, blocks named)", "diffusers", ours,
                           diffusers_cache(taylorseer_config(["|".join(blocks)]))))
-        cases.append(Case(f"diffusers TaylorSeer ({label}, its default modules)", "diffusers", None,
-                          diffusers_cache(taylorseer_config(None))))
+        if defaults_too:
+            cases.append(Case(f"diffusers TaylorSeer ({label}, its default modules)", "diffusers", None,
+                              diffusers_cache(taylorseer_config(None))))
     elif policy == "magcache":
         config = resolve_policy(ours).config
         ratios = config.mag_ratios or calibration.for_steps(
