@@ -22,8 +22,9 @@ REFUSALS = {
     # token layout, which alternating spatial/temporal stacks (Latte) and text joined to the image tokens before
     # a single-stream stack (AuraFlow, Chroma, Flux2, HiDream) break
     **{
-        (name, "fbcache"): r"fbcache: the last block \(\S+\) returns hidden_states of shape \([\d, ]+\) but the first"
+        (name, policy): rf"{policy}: the last block \(\S+\) returns hidden_states of shape \([\d, ]+\) but the first"
         for name in ("auraflow", "chroma", "flux2", "hidream", "latte")
+        for policy in ("fbcache", "dbcache")
     },
     # teacache and magcache add the whole stack's residual to the first block's input: text joined to the image
     # tokens before a single-stream stack leaves no residual of the first block's shape (Latte's folded stacks
@@ -38,9 +39,11 @@ REFUSALS = {
 #: pairs that fail, with what is known; strict, so a fix shows up
 ENGINE_XFAILS: dict[tuple[str, str], str] = {
     # randomly built, the first block is the identity (adaLN-zero gates start at 0): its residual is 0 at every
-    # step, a zero reference never skips in fbcache (diffusers' hook gets 0/0 = NaN there, and skips)
+    # step, a zero reference never skips in fbcache and dbcache (diffusers' hook gets 0/0 = NaN there, and skips)
     ("ernie-image", "fbcache"): "the tiny model's first block is the identity: a zero residual never skips",
     ("prx", "fbcache"): "the tiny model's first block is the identity: a zero residual never skips",
+    ("ernie-image", "dbcache"): "the tiny model's first block is the identity: a zero residual never skips",
+    ("prx", "dbcache"): "the tiny model's first block is the identity: a zero residual never skips",
 }
 
 

@@ -23,7 +23,10 @@ EXPECTED_ROLES = {
 }
 TOKEN_OUTPUTS = {"flux", "ltx"}  # packed latents: cfg_cache needs layout="flat"
 # Latte's spatial and temporal blocks see tokens in other shapes: no residual spans its first and last block
-REFUSALS = {("latte", "fbcache"): r"fbcache: the last block \(temporal_transformer_blocks\.1\) returns hidden_states"}
+REFUSALS = {
+    ("latte", policy): rf"{policy}: the last block \(temporal_transformer_blocks\.1\) returns hidden_states"
+    for policy in ("fbcache", "dbcache")
+}
 
 STEPS = 8
 TIMESTEPS = torch.linspace(950, 50, STEPS).tolist()
