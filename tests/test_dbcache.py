@@ -161,66 +161,74 @@ def test_warmup_and_caps_decide_which_steps_compute(caps, computed):
 
 
 # -- against cache-dit ------------------------------------------------------------------------------------------------
-#: (cache-dit DBCacheConfig, our parameters): F1B0 without warm-up or caps, and F2B1 with both, each at a threshold
-#: at which this pipeline caches some steps and computes others
+#: (pipeline, cache-dit DBCacheConfig, our parameters, a skipped block): CogVideoX (CFG batched in one call) at F1B0
+#: without warm-up or caps and at F2B1 with both; Wan (CFG as two calls per step, cache-dit's enable_separate_cfg)
+#: at F1B0; each at a threshold at which the pipeline caches some steps and computes others
 SETTINGS = [
-    (dict(Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=0.3, max_warmup_steps=0),
-     dict(fn=1, bn=0, threshold=0.3, warmup_steps=0)),
-    (dict(Fn_compute_blocks=2, Bn_compute_blocks=1, residual_diff_threshold=0.4, max_warmup_steps=2,
-          max_cached_steps=4, max_continuous_cached_steps=2),
-     dict(fn=2, bn=1, threshold=0.4, warmup_steps=2, max_cached_steps=4, max_continuous_cached_steps=2)),
+    ("cogvideox", dict(Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=0.3, max_warmup_steps=0),
+     dict(fn=1, bn=0, threshold=0.3, warmup_steps=0), "transformer_blocks.1"),
+    ("cogvideox", dict(Fn_compute_blocks=2, Bn_compute_blocks=1, residual_diff_threshold=0.4, max_warmup_steps=2,
+                       max_cached_steps=4, max_continuous_cached_steps=2),
+     dict(fn=2, bn=1, threshold=0.4, warmup_steps=2, max_cached_steps=4, max_continuous_cached_steps=2),
+     "transformer_blocks.2"),
+    ("wan", dict(Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=0.1, max_warmup_steps=0),
+     dict(fn=1, bn=0, threshold=0.1, warmup_steps=0), "blocks.1"),
 ]
 PROMPT = "a red circle moving left"
 
 
-def tiny_pipeline_5_blocks():
+def pipeline(family):
+    """The tiny pipeline of ``family``; CogVideoX's with a five-block transformer, so that F2B1 skips two."""
     from tiny_pipelines import tiny_pipeline
 
-    pipe = tiny_pipeline("cogvideox")
-    pipe.register_modules(transformer=tiny_cogvideox()[0])
+    pipe = tiny_pipeline(family)
+    if family == "cogvideox":
+        pipe.register_modules(transformer=tiny_cogvideox()[0])
     return pipe
 
 
-def generate(pipe):
+def generate(pipe, family):
     from tiny_pipelines import CALL_DEFAULTS
 
     generator = torch.Generator().manual_seed(0)
     return pipe(prompt=PROMPT, negative_prompt="", num_inference_steps=STEPS, output_type="latent",
-                generator=generator, **CALL_DEFAULTS["cogvideox"]).frames
+                generator=generator, **CALL_DEFAULTS[family]).frames
 
 
 def cache_dit_outputs(path: str) -> None:
-    """Run in a subprocess (cache-dit patches the pipeline class): per setting, the latents and cached steps."""
+    """Run in a subprocess (cache-dit patches the pipeline class): per setting, the latents and the steps cached in
+    the first (or only) branch and in the second (cache-dit's separate CFG branch)."""
     import cache_dit
     from cache_dit import DBCacheConfig
 
-    pipe = tiny_pipeline_5_blocks()
     results = []
-    for theirs, _ in SETTINGS:
+    for family, theirs, _, _ in SETTINGS:
+        pipe = pipeline(family)
         cache_dit.enable_cache(pipe, cache_config=DBCacheConfig(**theirs))
-        latents = generate(pipe)
+        latents = generate(pipe, family)
         (context,) = pipe._context_manager._cached_context_manager.values()
-        results.append((latents, list(context.cached_steps)))
+        results.append((latents, list(context.cached_steps), list(context.cfg_cached_steps)))
         cache_dit.disable_cache(pipe)
     torch.save(results, path)
 
 
 def test_matches_cache_dit_dbcache(tmp_path):
-    """The same CogVideoX pipeline call (batched CFG, fp32, five blocks) through cache-dit 1.5.3's
-    ``enable_cache(DBCacheConfig(...))`` and through ``dbcache``: latents bit-identical (tolerance 0: the same
-    tensors meet the same operations) and the same steps cached, for F1B0 and for F2B1 with warm-up and caps."""
+    """The same pipeline calls (fp32) through cache-dit 1.5.3's ``enable_cache(DBCacheConfig(...))`` and through
+    ``dbcache``: latents bit-identical (tolerance 0: the same tensors meet the same operations) and the same steps
+    cached in each branch, for both CFG conventions, F1B0, and F2B1 with warm-up and caps."""
     pytest.importorskip("cache_dit")
     path = tmp_path / "cache_dit.pt"
     tests = Path(__file__).parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")])}
     code = f"import test_dbcache; test_dbcache.cache_dit_outputs({json.dumps(str(path))})"
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=tests.parent, capture_output=True)
-    theirs = torch.load(path)
-    pipe = tiny_pipeline_5_blocks()
-    for (their_latents, their_cached), (_, ours) in zip(theirs, SETTINGS):
+    for (their_latents, cached, cfg_cached), (family, _, ours, skipped) in zip(torch.load(path), SETTINGS):
+        pipe = pipeline(family)
         with cachelab.apply(pipe, "dbcache", **ours) as handle:
-            latents = generate(pipe)
-            middle = handle.stats().computed_steps(f"transformer_blocks.{ours['fn']}")
-        assert [step for step, computed in enumerate(middle) if not computed] == their_cached
-        assert 0 < len(their_cached) < STEPS - 1  # the threshold gives both kinds of step
+            latents = generate(pipe, family)
+            per_step = handle.stats().site_steps(skipped)
+        # reused calls per step: the batched call, or each branch's call (cond first, then uncond in Wan)
+        assert [per_step[i][1] for i in range(STEPS)] == [(i in cached) + (i in cfg_cached) for i in range(STEPS)]
+        assert 0 < len(cached) < STEPS - 1  # the threshold gives both kinds of step
+        assert bool(cfg_cached) == (family == "wan")
         assert torch.equal(latents, their_latents)
