@@ -146,18 +146,18 @@ class DualBlockCache(Policy):
         names = self._names(site, call, output)
         streams = _streams(output, names)
         residual = _difference(self, site, streams["hidden_states"], shared.pop("front_input"))
-        skip, change = False, None
-        if self._may_skip(call.ctx.step, shared) and shared.get("residual") is not None and "tail_residual" in shared:
-            change = relative_l1(residual, shared["residual"])
-            skip = change < self.settings.threshold
-        shared.update(step=call.ctx.step, skip=skip, change=change)
+        skip = (
+            self._may_skip(call.ctx.step, shared)
+            and "tail_residual" in shared
+            and relative_l1(residual, shared["residual"]) < self.settings.threshold
+        )
+        shared.update(step=call.ctx.step, skip=skip)
         shared["streak"] = shared.get("streak", 0) + 1 if skip else 0
         shared["cached"] = shared.get("cached", 0) + skip
         if skip:
             cached = shared["tail_residual"]
             return _rebuild(output, names, {n: s + cached[n] if n in cached and s is not None else s
                                             for n, s in streams.items()})
-        shared.setdefault("names", {})[site.key] = names
         shared["residual"] = residual
         shared["head_out"] = {n: s for n, s in streams.items() if s is not None}
         return output
