@@ -17,6 +17,7 @@ One decision per step and per call's branches, with its own ``k``, sum and trans
 ``[uncond, cond]`` call decides once from both halves, two calls per step decide per branch. Difference from the
 reference, by design: its Wan code decides on the conditional call and lets the unconditional one follow. The sum is
 a 0-d tensor in the model's dtype, as in the reference (a zero norm makes it inf or NaN: the step computes).
+Inputs and outputs are kept as copies, as in the reference (a pipeline may change its tensors in place).
 ``stats()`` shows the denoiser computed or reused per step. A denoiser whose output has another shape than its input
 (learned-variance channels: Latte, PixArt, DiT; image-conditioning channels in the input: Wan-Animate) is refused:
 no transformation ``v - x`` exists.
@@ -64,12 +65,12 @@ class EasyCache(Policy):
 
     def forward(self, site, call):
         state = call.state.setdefault(call.ctx.branches, {})
-        x = _sample_input(site, call)
+        x = _sample_input(site, call).clone()  # kept across steps: the pipeline owns the tensor it passed
         error = self._estimate(call.ctx, state, x)
         state["x_prev"] = x
         if error is not None and error < self.config.threshold:
             state["error"] = error
-            return with_sample(state["output"], x + (sample_of(self.name, state["output"]) - state["input"]))
+            return with_sample(state["output"], x + (state["v"] - state["x"]))
         state["error"] = 0.0
         return call.defer(then=lambda output: self._keep(state, x, output))
 
@@ -79,8 +80,7 @@ class EasyCache(Policy):
         last_step = ctx.num_steps is not None and ctx.step >= ctx.num_steps - 1
         if ctx.step < self.config.warmup_steps or last_step or "k" not in state:
             return None
-        input_change = (x - state["x_prev"]).abs().mean()
-        return state["error"] + state["k"] * (input_change / sample_of(self.name, state["output"]).abs().mean())
+        return state["error"] + state["k"] * ((x - state["x_prev"]).abs().mean() / state["v"].abs().mean())
 
     def _keep(self, state: dict, x: torch.Tensor, output):
         v = sample_of(self.name, output)
@@ -90,10 +90,10 @@ class EasyCache(Policy):
                 f"{tuple(x.shape)}, so no transformation (output - input) can be reused (a learned-variance output "
                 "has twice the input's channels; an image-conditioned input carries extra ones)"
             )
-        if "output" in state:
-            output_change = (v - sample_of(self.name, state["output"])).abs().mean()
-            state["k"] = output_change / (x - state["input"]).abs().mean()
-        state.update(output=output, input=x)
+        if "v" in state:
+            state["k"] = (v - state["v"]).abs().mean() / (x - state["x"]).abs().mean()
+        # the output's structure is the template of reused values; its sample is copied, as the pipeline owns it
+        state.update(output=output, v=v.clone(), x=x)
         return output
 
 
