@@ -17,10 +17,11 @@ references and counts (cache-dit's separate-CFG buffers with ``cfg_diff_compute_
 shows what was decided: skipped steps count the first and last blocks as computed and the middle as reused.
 
 Checked against cache-dit 1.5.3 (``CachedBlocks_Pattern_Base.forward``, ``CachedContextManager.can_cache``).
-Differences, by design: a threshold of 1 or more still compares (cache-dit then caches without comparing); a zero
-reference computes (cache-dit divides by it); ``warmup_interval``, ``steps_computation_mask``, calibrators
-(TaylorSeer, FoCa) and ``max_accumulated_residual_diff_threshold`` are not provided; a skipped middle must see the
-tokens in one layout (alternating spatial/temporal stacks are refused).
+Differences, by design: the default ``fn`` is 1 (cache-dit's 8 leaves nothing to skip in models of 8 blocks or
+fewer, such as the bundled ones); a threshold of 1 or more still compares (cache-dit then caches without
+comparing); a zero reference computes (cache-dit divides by it); ``warmup_interval``, ``steps_computation_mask``,
+calibrators (TaylorSeer, FoCa) and ``max_accumulated_residual_diff_threshold`` are not provided; a skipped middle
+must see the tokens in one layout (alternating spatial/temporal stacks are refused).
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ from pydantic import Field
 from cachelab.errors import PolicyError
 from cachelab.policies.base import Policy, PolicyConfig, require_sites
 from cachelab.policies.registry import register_policy
-from cachelab.policies.streams import block_input, stream_names
+from cachelab.policies.streams import block_input, passthrough, rebuild_streams, split_streams, stream_names
 
 
 class DualBlockCacheConfig(PolicyConfig):
     fn: int = Field(
-        8,
+        1,  # cache-dit's default 8 needs more than 8 blocks; 1 (its F1B0) serves any model of 2 blocks or more
         ge=1,
         le=1000,
         description="blocks at the front that always run and whose residual decides (cache-dit's "
@@ -131,20 +132,20 @@ class DualBlockCache(Policy):
         if part in ("front", "back"):
             return call.defer()
         if shared.get("step") == call.ctx.step and shared.get("skip", False):
-            return _passthrough(self, site, call, shared["names"][site.key])
+            return passthrough(self.name, site, call, shared["names"][site.key])
         output = call.run()
         names = shared.setdefault("names", {})[site.key] = self._names(site, call, output)
-        shared.setdefault("shapes", {})[site.key] = _streams(output, names)["hidden_states"].shape
+        shared.setdefault("shapes", {})[site.key] = split_streams(output, names)["hidden_states"].shape
         if part == "tail":
             self._check_layout(site, shared)
-            tail = _streams(output, names)
+            tail = split_streams(output, names)
             shared["tail_residual"] = {n: tail[n] - h for n, h in shared["head_out"].items() if tail.get(n) is not None}
         return output
 
     def _head(self, site, call, shared):
         output = call.run()
         names = self._names(site, call, output)
-        streams = _streams(output, names)
+        streams = split_streams(output, names)
         residual = _difference(self, site, streams["hidden_states"], shared.pop("front_input"))
         skip = (
             self._may_skip(call.ctx.step, shared)
@@ -156,7 +157,7 @@ class DualBlockCache(Policy):
         shared["cached"] = shared.get("cached", 0) + skip
         if skip:
             cached = shared["tail_residual"]
-            return _rebuild(output, names, {n: s + cached[n] if n in cached and s is not None else s
+            return rebuild_streams(output, names, {n: s + cached[n] if n in cached and s is not None else s
                                             for n, s in streams.items()})
         shared["residual"] = residual
         shared["head_out"] = {n: s for n, s in streams.items() if s is not None}
@@ -220,22 +221,3 @@ def _difference(policy, site, output: torch.Tensor, front_input: torch.Tensor) -
             "sites={'block': regex}."
         )
     return output - front_input
-
-
-def _streams(output, names) -> dict:
-    if names is None:
-        return {"hidden_states": output}
-    return {n: o for n, o in zip(names, output) if n}
-
-
-def _rebuild(output, names, streams):
-    if names is None:
-        return streams["hidden_states"]
-    return type(output)(streams[n] if n else o for n, o in zip(names, output))
-
-
-def _passthrough(policy, site, call, names):
-    """A skipped block's value: its inputs, in its output structure."""
-    if names is None:
-        return policy._input(site, call, "hidden_states")
-    return tuple(policy._input(site, call, n) if n else None for n in names)
