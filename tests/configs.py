@@ -13,6 +13,8 @@ NEVER_REUSE = {
     # the tiny test models have no calibration: inline values (a linear polynomial; ratios resampled to any steps)
     "teacache": {"threshold": 0.0, "coefficients": [1.0, 0.0]},
     "magcache": {"max_skip_steps": 0, "mag_ratios": [1.0], "interpolate": True},
+    "dbcache": {"fn": 1, "bn": 0, "threshold": 0.0},
+    "easycache": {"threshold": 0.0},
 }
 SEED_POLICIES = sorted(NEVER_REUSE)
 
@@ -30,4 +32,8 @@ AGGRESSIVE = {
     "teacache": {"threshold": 10.0, "coefficients": [1.0, 0.0]},  # only the first and last steps run
     # every step after the first skips every block
     "magcache": {"threshold": 1.0, "max_skip_steps": 1000, "retention_ratio": 0.0, "mag_ratios": [1.0], "interpolate": True},
+    # the tiny models have two blocks: the first decides, the second is skipped (no room for a back block)
+    "dbcache": {"fn": 1, "bn": 0, "threshold": 10.0, "warmup_steps": 1},
+    # skips only where the denoiser's input changes between steps (tests feeding one latent to every step: never)
+    "easycache": {"threshold": 10.0, "warmup_steps": 0},
 }

@@ -26,7 +26,9 @@ def reference(model):
 
 def test_all_seed_policies_registered():
     assert set(POLICIES) <= set(cachelab.list_policies())
-    assert cachelab.list_policies("*cache") == ["cfg_cache", "fastercache", "fbcache", "magcache", "teacache"]
+    assert cachelab.list_policies("*cache") == [
+        "cfg_cache", "dbcache", "easycache", "fastercache", "fbcache", "magcache", "teacache"
+    ]
 
 
 def test_custom_dit_sites_from_patterns(model):

@@ -12,6 +12,9 @@ from configs import SEED_POLICIES
 from coverage_checks import cell, check, readme_not_covered, readme_table
 from tiny_transformers import NOT_COVERED, TINY_TRANSFORMERS, exported_transformer_classes
 
+#: learned-variance outputs (twice the input's channels) and image conditioning concatenated to the input
+EASYCACHE_REFUSES = ("dit", "hunyuandit", "latte", "pixart", "transformer2d", "wan-animate")
+
 #: (tiny model, policy) pairs that must refuse, with what the refusal must say
 REFUSALS = {
     # Lumina2's joint sequence is padded to the longest prompt of the call (its pipeline runs CFG as two calls)
@@ -22,8 +25,9 @@ REFUSALS = {
     # token layout, which alternating spatial/temporal stacks (Latte) and text joined to the image tokens before
     # a single-stream stack (AuraFlow, Chroma, Flux2, HiDream) break
     **{
-        (name, "fbcache"): r"fbcache: the last block \(\S+\) returns hidden_states of shape \([\d, ]+\) but the first"
+        (name, policy): rf"{policy}: the last block \(\S+\) returns hidden_states of shape \([\d, ]+\) but the first"
         for name in ("auraflow", "chroma", "flux2", "hidream", "latte")
+        for policy in ("fbcache", "dbcache")
     },
     # teacache and magcache add the whole stack's residual to the first block's input: text joined to the image
     # tokens before a single-stream stack leaves no residual of the first block's shape (Latte's folded stacks
@@ -33,14 +37,28 @@ REFUSALS = {
         for name in ("auraflow", "chroma", "flux2", "hidream")
         for policy in ("teacache", "magcache")
     },
+    # EasyCache reuses the transformation output - input: the output must have the input's shape
+    **{
+        (name, "easycache"): r"easycache: the denoiser returns a sample of shape \([\d, ]+\) for an input of shape"
+        for name in EASYCACHE_REFUSES
+    },
 }
 
 #: pairs that fail, with what is known; strict, so a fix shows up
 ENGINE_XFAILS: dict[tuple[str, str], str] = {
     # randomly built, the first block is the identity (adaLN-zero gates start at 0): its residual is 0 at every
-    # step, a zero reference never skips in fbcache (diffusers' hook gets 0/0 = NaN there, and skips)
+    # step, a zero reference never skips in fbcache and dbcache (diffusers' hook gets 0/0 = NaN there, and skips)
     ("ernie-image", "fbcache"): "the tiny model's first block is the identity: a zero residual never skips",
     ("prx", "fbcache"): "the tiny model's first block is the identity: a zero residual never skips",
+    ("ernie-image", "dbcache"): "the tiny model's first block is the identity: a zero residual never skips",
+    ("prx", "dbcache"): "the tiny model's first block is the identity: a zero residual never skips",
+    # the checks feed one latent to every step (only the timestep changes): EasyCache's transformation rate
+    # k = |output change| / |input change| is then undefined (x/0), so it never skips (a sampler's latents change)
+    **{
+        (name, "easycache"): "the same input at every step: no input change, no transformation rate, never skips"
+        for name in TINY_TRANSFORMERS
+        if name not in EASYCACHE_REFUSES
+    },
 }
 
 

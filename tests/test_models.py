@@ -23,7 +23,19 @@ EXPECTED_ROLES = {
 }
 TOKEN_OUTPUTS = {"flux", "ltx"}  # packed latents: cfg_cache needs layout="flat"
 # Latte's spatial and temporal blocks see tokens in other shapes: no residual spans its first and last block
-REFUSALS = {("latte", "fbcache"): r"fbcache: the last block \(temporal_transformer_blocks\.1\) returns hidden_states"}
+REFUSALS = {
+    **{
+        ("latte", policy): rf"{policy}: the last block \(temporal_transformer_blocks\.1\) returns hidden_states"
+        for policy in ("fbcache", "dbcache")
+    },
+    # learned variance: the output has twice the input's channels, so no transformation output - input exists
+    **{
+        (name, "easycache"): r"easycache: the denoiser returns a sample of shape"
+        for name in ("dit", "latte", "pixart")
+    },
+}
+#: policies that skip only where the denoiser's input changes between steps; run() feeds one latent to every step
+INPUT_DRIVEN = {"easycache"}
 
 STEPS = 8
 TIMESTEPS = torch.linspace(950, 50, STEPS).tolist()
@@ -79,6 +91,9 @@ def test_every_policy_runs_and_never_reuse_is_identical(tiny, policy):
     with cachelab.apply(model, policy, cfg="batched", num_steps=STEPS, **params) as handle:
         cached = run(model, spec)
         stats = handle.stats()
+    if policy in INPUT_DRIVEN:  # the rate |output change| / |input change| is x/0: every step computes
+        assert stats.computed_fraction == 1.0 and all(torch.equal(a, b) for a, b in zip(cached, reference))
+        return
     assert all(torch.isfinite(c).all() for c in cached)
     assert stats.computed_fraction < 1.0
     assert not all(torch.equal(a, b) for a, b in zip(cached, reference))

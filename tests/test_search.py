@@ -88,6 +88,8 @@ DECLARED = {
     "delta_dit": {"interval": (1, 6), "span": (0.1, 0.5), "boundary": (0.2, 0.8)},
     "taylorseer": {"interval": (2, 8), "max_order": (1, 2), "warmup_steps": (1, 6)},
     "fbcache": {"threshold": (0.0, 0.3)},
+    "dbcache": {"fn": (1, 8), "bn": (0, 4), "threshold": (0.0, 0.3), "warmup_steps": (0, 10)},
+    "easycache": {"threshold": (0.0, 0.3), "warmup_steps": (0, 10)},
 }
 
 

@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from cachelab.errors import PolicyError
-from cachelab.policies.fbcache import relative_l1
+from cachelab.policies.dbcache import relative_l1
 from cachelab.policies.stack import StackCache, modulated_input
 
 #: where the bundled models' weights, and their calibration files, live in the package

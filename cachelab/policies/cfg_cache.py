@@ -13,17 +13,17 @@ Works for CFG batched in one call (``[uncond, cond]``) and for CFG as two calls 
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
 
-from cachelab.errors import LayoutError, PolicyError
+from cachelab.errors import LayoutError
 from cachelab.hooks.history import tree_map
 from cachelab.policies.base import Policy, PolicyConfig, require_sites
 from cachelab.policies.registry import register_policy
 from cachelab.policies.schedule import Window, interval_compute
+from cachelab.policies.streams import sample_of, with_sample
 
 Layout = Literal["auto", "BCHW", "BCFHW", "BFCHW", "flat"]
 
@@ -103,25 +103,6 @@ def rebuild_uncond(cond, delta, low_weight: float, high_weight: float, radius_di
     return cond + correction.to(cond.dtype)
 
 
-def sample_of(output: Any) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    sample = getattr(output, "sample", None)
-    if isinstance(sample, torch.Tensor):
-        return sample
-    raise PolicyError(f"cfg_cache: cannot find the predicted sample in a denoiser output of type {type(output).__name__}")
-
-
-def with_sample(output: Any, sample: torch.Tensor) -> Any:
-    if isinstance(output, torch.Tensor):
-        return sample
-    if isinstance(output, (tuple, list)):
-        return type(output)([sample, *output[1:]])
-    return dataclasses.replace(output, sample=sample)
-
-
 @register_policy("cfg_cache")
 class CfgCache(Policy):
     """Run the unconditional CFG branch every few steps only; rebuild it from the conditional one in between."""
@@ -157,12 +138,12 @@ class CfgCache(Policy):
         return call.defer(args, kwargs, branches=("cond",), then=lambda output: self._with_rebuilt_uncond(call, output))
 
     def _keep_batched(self, call, output):
-        uncond, cond = sample_of(output).chunk(2)
+        uncond, cond = sample_of("cfg_cache", output).chunk(2)
         self._store(call.state, uncond, cond)
         return output
 
     def _with_rebuilt_uncond(self, call, output):
-        cond = sample_of(output)
+        cond = sample_of("cfg_cache", output)
         return with_sample(output, torch.cat([self._rebuild(call, cond), cond]))
 
     def _keep_first(self, call, output):
@@ -177,10 +158,10 @@ class CfgCache(Policy):
             if step == call.ctx.step and call.should_store():
                 return call.defer(then=lambda output: self._keep_second(call, output, first_output))
             return call.defer()
-        return with_sample(first_output, self._rebuild(call, sample_of(first_output)))
+        return with_sample(first_output, self._rebuild(call, sample_of("cfg_cache", first_output)))
 
     def _keep_second(self, call, output, first_output):
-        self._store(call.state, sample_of(output), sample_of(first_output))
+        self._store(call.state, sample_of("cfg_cache", output), sample_of("cfg_cache", first_output))
         return output
 
     # -- the math ----------------------------------------------------------------------------------------------

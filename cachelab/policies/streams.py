@@ -1,4 +1,5 @@
-"""Which input each output of a block updates: shared by policies that cache what a span of blocks adds.
+"""Which input each output of a block updates, and the sample in a denoiser's output: shared by policies that
+cache what a span of blocks, or the whole denoiser, adds.
 
 A block returns one tensor (``hidden_states``) or a tuple of streams (``hidden_states``, ``encoder_hidden_states``
 in joint-attention blocks, in an order that differs by architecture). Discovery records the order on
@@ -6,6 +7,9 @@ in joint-attention blocks, in an order that differs by architecture). Discovery 
 """
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Any
 
 import torch
 
@@ -80,3 +84,26 @@ def passthrough(policy: str, site, call, names: tuple[str, ...] | None):
     if names is None:
         return block_input(policy, site, call, "hidden_states")
     return tuple(block_input(policy, site, call, n) if n else None for n in names)
+
+
+def sample_of(policy: str, output: Any) -> torch.Tensor:
+    """The predicted sample in a denoiser's output (a tensor, a tuple led by it, or an output with ``.sample``)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    sample = getattr(output, "sample", None)
+    if isinstance(sample, torch.Tensor):
+        return sample
+    raise PolicyError(
+        f"{policy}: cannot find the predicted sample in a denoiser output of type {type(output).__name__}"
+    )
+
+
+def with_sample(output: Any, sample: torch.Tensor) -> Any:
+    """``output`` with its predicted sample replaced."""
+    if isinstance(output, torch.Tensor):
+        return sample
+    if isinstance(output, (tuple, list)):
+        return type(output)([sample, *output[1:]])
+    return dataclasses.replace(output, sample=sample)

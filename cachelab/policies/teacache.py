@@ -27,7 +27,7 @@ from pydantic import Field, field_validator
 from cachelab.errors import PolicyError
 from cachelab.policies import calibration
 from cachelab.policies.base import PolicyConfig
-from cachelab.policies.fbcache import relative_l1
+from cachelab.policies.dbcache import relative_l1
 from cachelab.policies.registry import register_policy
 from cachelab.policies.stack import StackCache, modulated_input
 
