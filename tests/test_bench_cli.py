@@ -8,7 +8,8 @@ from click.testing import CliRunner
 
 import cachelab
 
-from cachelab.bench import Case, _attached, diffusers_cases
+from cachelab.bench import Case, _attached, diffusers_cases, run_bench
+from cachelab.bench import same_settings_cases as bench_same_settings
 from cachelab.hooks.engine import counting_macs
 from cachelab.timing import warmup_steps
 from cachelab.cli import main
@@ -205,3 +206,21 @@ def test_cache_needed_counts_only_what_later_calls_read():
             peaks[name] = handle.runtime.cache_peaks()
     share = {name: needed / held for name, (held, needed) in peaks.items()}
     assert share["diffusers schedule"] < 0.75 and share["default"] > 0.8
+
+
+def test_cache_dit_dbcache_row_matches_dbcache_and_leaves_no_patch():
+    """cache-dit's DBCache (installed with the test extra) beside ``dbcache`` at the same settings in one bench: equal
+    outputs and MACs counted on each side, and a row after it runs the unpatched pipeline (its output equals the
+    uncached one)."""
+    pytest.importorskip("cache_dit")
+    model = create_model("tiny-cogvideox", device="cpu")
+    never = Case("after cache-dit", "cachelab", {"policy": "fbcache", "threshold": 0.0})
+    cases = [Case("uncached", "uncached"), *bench_same_settings(model, "dbcache", 20, threshold=0.12), never]
+    assert [c.kind for c in cases] == ["uncached", "cachelab", "cache-dit", "cachelab"]
+    report = run_bench(model, cases, model.prompts(1), [0], 20, model.guidance, progress=False)
+    rows = {r.name: r for r in report.results}
+    ours, theirs = rows["dbcache (threshold 0.12)"], rows["cache-dit DBCache (threshold 0.12)"]
+    assert theirs.error is None and ours.ideal_speedup > 1.1
+    assert theirs.computed_macs == pytest.approx(ours.computed_macs, rel=1e-3)
+    assert theirs.psnr == ours.psnr
+    assert rows["after cache-dit"].psnr is None and rows["after cache-dit"].psnr_identical

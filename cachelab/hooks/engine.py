@@ -493,6 +493,19 @@ if hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu"):
     _EXTRA_FLOP_FORMULAS[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa_flops
 
 
+class _GlobalOnly:
+    """FlopCounterMode's module tracker reduced to the one total this needs: the tracker names every submodule by
+    walking the module tree, which recurses forever where a library's patches leave a cycle (cache-dit's blocks)."""
+
+    parents = {"Global"}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
 @contextlib.contextmanager
 def counting_macs(module: nn.Module) -> Iterator[list[float]]:
     """Count the MACs that run inside ``module``'s calls while the block lasts, with the formulas of the runtime's
@@ -502,8 +515,10 @@ def counting_macs(module: nn.Module) -> Iterator[list[float]]:
     counters: list[flop_counter.FlopCounterMode] = []
 
     def enter(module, args, kwargs):
-        counters.append(flop_counter.FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS))
-        counters[-1].__enter__()
+        counter = flop_counter.FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS)
+        counter.mod_tracker = _GlobalOnly()
+        counters.append(counter)
+        counter.__enter__()
 
     def leave(module, args, kwargs, output):
         counter = counters.pop()
