@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -101,7 +102,8 @@ def main(argv=None) -> None:
     data = report.to_dict()
     data["command"] = "python benchmarks/policy_frontier.py " + " ".join(sys.argv[1:] if argv is None else argv)
     data["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    data["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    data["commit"] = os.environ.get("CACHELAB_COMMIT") or subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     (args.out / "frontier.json").write_text(json.dumps(data, indent=1, default=str))
     (args.out / "frontier.md").write_text(bench.markdown_table(report) + "\n")
     plot(report, args.out / "frontier.png")
