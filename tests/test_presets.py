@@ -267,3 +267,18 @@ def test_preset_loop_drives_a_cachelab_handle():
     assert cached.shape == reference.shape and torch.isfinite(cached).all()
     again = loop(steps=4, generator=torch.Generator().manual_seed(0))
     assert torch.equal(again, reference)  # detached: bit-identical to never hooked
+
+
+@pytest.mark.parametrize("name", ["cogvideox-2b", "wan-1.3b"])
+def test_loop_resets_diffusers_stateful_caches_like_a_pipeline(name):
+    """A pipeline's ``__call__`` ends in ``maybe_free_model_hooks``, which resets diffusers' stateful cache hooks; the
+    loop does the same, or a library cache's step counter would run on into the next generation (diffusers'
+    TaylorSeer then computes on other steps from the second generation on)."""
+    from diffusers import TaylorSeerCacheConfig
+
+    model = build_preset(name, device="cpu", dtype=torch.float32, shrink=True)
+    blocks = r"transformer_blocks\.\d+" if name == "cogvideox-2b" else r"blocks\.\d+"
+    model.enable_cache(TaylorSeerCacheConfig(cache_interval=2, disable_cache_before_step=1, cache_identifiers=[blocks]))
+    runs = [denoise_loop(model, name, steps=5, generator=torch.Generator().manual_seed(1)) for _ in range(2)]
+    model.disable_cache()
+    assert torch.equal(*runs)

@@ -729,6 +729,7 @@ def denoise_loop(
                     )[0]
                 noise_pred = noise_uncond + guidance_scale * (noise_pred - noise_uncond)
             latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+        _end_of_call(model)
         return latents
 
     text = torch.cat([negative_embeds, prompt_embeds], dim=0) if do_cfg else prompt_embeds
@@ -767,7 +768,15 @@ def denoise_loop(
         latents = scheduler.step(noise_pred, t, latents, eta=0.0, generator=generator, return_dict=False)[0]
         if kind == "CogVideoXTransformer3DModel":
             latents = latents.to(dtype)
+    _end_of_call(model)
     return latents
+
+
+def _end_of_call(model: nn.Module) -> None:
+    """What a pipeline's ``maybe_free_model_hooks`` does at the end of ``__call__`` for caches: reset diffusers'
+    stateful hooks, so a library cache starts every generation fresh (its step counters would run on otherwise)."""
+    if hasattr(model, "_reset_stateful_cache"):
+        model._reset_stateful_cache()
 
 
 class PresetLoop:
