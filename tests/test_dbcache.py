@@ -13,6 +13,7 @@ from torch import nn
 
 import cachelab
 from tiny_transformers import TINY_TRANSFORMERS
+import toy_stack
 
 STEPS = 10
 TIMESTEPS = torch.linspace(950, 50, STEPS).tolist()
@@ -85,28 +86,11 @@ def test_refuses_a_middle_in_other_token_layouts():
 
 
 # -- the reuse step, warm-up and caps -----------------------------------------------------------------------------
-class Block(nn.Module):
-    def __init__(self, dim=6):
-        super().__init__()
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, hidden_states, temb):
-        return hidden_states + torch.tanh(self.proj(hidden_states)) * temb[:, None, None]
-
-
-class Chain(nn.Module):
+class Chain(toy_stack.Toy):
     """Four residual blocks; the output is the last block's output, unchanged."""
 
     def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.blocks = nn.ModuleList(Block() for _ in range(4))
-
-    def forward(self, hidden_states, timestep):
-        temb = 1 + timestep / 1000
-        for block in self.blocks:
-            hidden_states = block(hidden_states, temb)
-        return hidden_states
+        super().__init__(blocks=4)
 
 
 def apply_chain(model, steps, **params):

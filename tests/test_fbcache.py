@@ -10,6 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import cachelab
 from tiny_transformers import TINY_TRANSFORMERS
+import toy_stack
 
 STEPS = 10
 TIMESTEPS = torch.linspace(950, 50, STEPS).tolist()
@@ -85,28 +86,8 @@ def test_threshold_is_validated():
 
 
 # -- the reuse step ---------------------------------------------------------------------------------------------------
-class Block(nn.Module):
-    def __init__(self, dim=6):
-        super().__init__()
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, hidden_states, temb):
-        return hidden_states + torch.tanh(self.proj(hidden_states)) * temb[:, None, None]
-
-
-class Toy(nn.Module):
+class Toy(toy_stack.Toy):
     """Three residual blocks; the output is the last block's output, unchanged."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.blocks = nn.ModuleList(Block() for _ in range(3))
-
-    def forward(self, hidden_states, timestep):
-        temb = 1 + timestep / 1000
-        for block in self.blocks:
-            hidden_states = block(hidden_states, temb)
-        return hidden_states
 
 
 def test_reuse_step_is_first_block_plus_cached_residual():

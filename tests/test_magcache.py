@@ -9,6 +9,7 @@ from torch import nn
 
 import cachelab
 from tiny_transformers import TINY_TRANSFORMERS
+import toy_stack
 
 STEPS = 10
 TIMESTEPS = torch.linspace(950, 50, STEPS).tolist()
@@ -43,28 +44,11 @@ def test_never_reuse_is_identical_and_generations_reset():
     assert not all(torch.equal(a, b) for a, b in zip(first, reference))
 
 
-class Block(nn.Module):
-    def __init__(self, dim=6):
-        super().__init__()
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, hidden_states, temb):
-        return hidden_states + torch.tanh(self.proj(hidden_states)) * temb[:, None, None]
-
-
-class Toy(nn.Module):
+class Toy(toy_stack.Toy):
     """Three residual blocks, a scale after them (so the denoiser's output is not the last block's)."""
 
     def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.blocks = nn.ModuleList(Block() for _ in range(3))
-
-    def forward(self, hidden_states, timestep):
-        temb = 1 + timestep / 1000
-        for block in self.blocks:
-            hidden_states = block(hidden_states, temb)
-        return 2 * hidden_states
+        super().__init__(scale=2)
 
 
 def test_skipped_step_adds_the_stack_residual_of_the_last_full_step():

@@ -13,6 +13,7 @@ import cachelab
 from cachelab.policies.taylorseer import taylor_factors, taylor_forecast
 from tiny_pipelines import CALL_DEFAULTS, tiny_pipeline
 from tiny_transformers import TINY_TRANSFORMERS
+import toy_stack
 
 STEPS = 12
 TIMESTEPS = torch.linspace(950, 50, STEPS).tolist()
@@ -85,78 +86,8 @@ def test_tuple_outputs_are_forecast_per_tensor_and_none_passes_through():
 
 
 # -- through the engine: each forecast step follows the formula -------------------------------------------------------
-class Block(nn.Module):
-    def __init__(self, dim=6):
-        super().__init__()
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, hidden_states, temb):
-        return hidden_states + torch.tanh(self.proj(hidden_states)) * temb[:, None, None]
-
-
-class Toy(nn.Module):
-    """Two residual blocks; the output is the last block's output, unchanged."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.blocks = nn.ModuleList(Block() for _ in range(2))
-
-    def forward(self, hidden_states, timestep):
-        temb = 1 + timestep / 1000
-        for block in self.blocks:
-            hidden_states = block(hidden_states, temb)
-        return hidden_states
-
-
-@pytest.mark.parametrize("order", [1, 2])
-def test_each_forecast_step_follows_the_formula(order):
-    """Full steps 0, 1, 2, 4, 7, 10 run the blocks on the step's real input, so their outputs are the uncached ones;
-    every other step returns the Taylor forecast of the last block from them, with the gaps written out here."""
-    model = Toy().eval()
-    torch.manual_seed(1)
-    inputs = [(torch.randn(1, 4, 6), torch.tensor([t])) for t in TIMESTEPS]
-    with torch.no_grad():
-        uncached = [model(x, t) for x, t in inputs]
-        with cachelab.apply(model, "taylorseer", sites={"block": r"blocks\.\d"}, cfg="off", num_steps=STEPS,
-                            max_order=order, **SETTINGS) as handle:
-            cached = [model(x, t) for x, t in inputs]
-            stats = handle.stats()
-            plan = handle.plan(STEPS)
-    assert stats.computed_steps("blocks.1") == plan["blocks.1"] == FULL_STEPS
-    full = [s for s in range(STEPS) if FULL_STEPS[s]]
-    for step in range(STEPS):
-        if FULL_STEPS[step]:
-            assert torch.equal(cached[step], uncached[step])
-            continue
-        a, b, c = [s for s in full if s < step][-3:]
-        fa, fb, fc = uncached[a], uncached[b], uncached[c]
-        d1 = (fc - fb) / (c - b)
-        expected = fc + d1 * float(step - c)
-        if order == 2:
-            d2 = (d1 - (fb - fa) / (b - a)) / (c - b)
-            expected = expected + d2 * ((step - c) ** 2 / 2)
-        assert torch.equal(cached[step], expected), step
-
-
-# -- identity, resets, savings, bad input -----------------------------------------------------------------------------
-def test_interval_one_is_identical_remove_restores_and_generations_reset():
-    spec = TINY_TRANSFORMERS["cogvideox"]
-    model = spec.build()
-    reference = run(model, spec)
-    with pytest.warns(cachelab.NothingReusedWarning):  # warned on removal: interval 1 never forecasts
-        with cachelab.apply(model, "taylorseer", cfg="batched", num_steps=STEPS, interval=1, max_order=2):
-            assert all(torch.equal(a, b) for a, b in zip(run(model, spec), reference))
-    with cachelab.apply(model, "taylorseer", cfg="batched", num_steps=STEPS, max_order=2, **SETTINGS) as handle:
-        first = run(model, spec)
-        first_stats = handle.stats()
-        second = run(model, spec)  # a new generation: factors start over
-        second_stats = handle.stats()
-    assert all(torch.equal(a, b) for a, b in zip(first, second))
-    assert {**first_stats.to_dict(), "generation": 1} == second_stats.to_dict()
-    assert first_stats.computed_steps("transformer_blocks.1") == FULL_STEPS
-    assert [torch.equal(a, b) for a, b in zip(first, reference)] == FULL_STEPS
-    assert all(torch.equal(a, b) for a, b in zip(run(model, spec), reference))  # removed
+class Toy(toy_stack.Toy):
+    """Three residual blocks; the output is the last block's output, unchanged."""
 
 
 def test_bad_parameters_name_the_field():

@@ -119,6 +119,15 @@ def for_model(policy: str, model: torch.nn.Module, path: str | None) -> list[Cal
     return sorted(shipped, key=lambda c: -c.steps)
 
 
+def per_denoiser(policy: str, sites, inline, path: str | None) -> dict[str, list[Calibration]]:
+    """The calibrations of each denoiser among ``sites`` (none when the values are given ``inline``)."""
+    if inline is not None and path is not None:
+        raise PolicyError(f"{policy}: give {VALUES[policy]}=[...] or calibration=PATH, not both")
+    if inline is not None:
+        return {}
+    return {s.denoiser: for_model(policy, s.module, path) for s in sites.by_role("denoiser")}
+
+
 def for_steps(policy: str, found: list[Calibration], steps: int | None, hint: str = "") -> Calibration:
     """The calibration made for ``steps``, else an error that says how to recalibrate (and ``hint``)."""
     match = next((c for c in found if c.steps == steps), None)

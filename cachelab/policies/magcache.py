@@ -75,13 +75,8 @@ class MagCache(StackCache):
 
     def select(self, sites):
         blocks = super().select(sites)
-        c = self.config
-        if c.mag_ratios is not None and c.calibration is not None:
-            raise PolicyError("magcache: give mag_ratios=[...] or calibration=PATH, not both")
-        self._calibrations = {}
-        if c.mag_ratios is None:
-            models = {s.denoiser: s.module for s in sites.by_role("denoiser")}
-            self._calibrations = {d: calibration.for_model(self.name, m, c.calibration) for d, m in models.items()}
+        self._calibrations = calibration.per_denoiser(self.name, sites, self.config.mag_ratios,
+                                                      self.config.calibration)
         return blocks
 
     def ratios(self, denoiser: str, steps: int) -> list[float]:

@@ -75,13 +75,9 @@ class TeaCache(StackCache):
 
     def select(self, sites):
         blocks = super().select(sites)
-        c = self.config
-        if c.coefficients is not None and c.calibration is not None:
-            raise PolicyError("teacache: give coefficients=[...] or calibration=PATH, not both")
         self._models = {s.denoiser: s.module for s in sites.by_role("denoiser")}
-        self._calibrations = {}
-        if c.coefficients is None:
-            self._calibrations = {d: calibration.for_model(self.name, m, c.calibration) for d, m in self._models.items()}
+        self._calibrations = calibration.per_denoiser(self.name, sites, self.config.coefficients,
+                                                      self.config.calibration)
         return blocks
 
     def decide(self, site, call, state):

@@ -1,0 +1,39 @@
+"""A toy denoiser of residual blocks for checking reuse formulas by hand (the block-stack policies' tests)."""
+
+import torch
+from torch import nn
+
+
+class Block(nn.Module):
+    """``h + tanh(proj(h)) * temb``; with ``adaln``, an AdaLN-like block whose modulated input ``h * temb`` goes into
+    ``attn`` (a linear standing in for attention), as teacache reads it."""
+
+    def __init__(self, dim=6, adaln=False):
+        super().__init__()
+        self.adaln = adaln
+        if adaln:
+            self.attn = nn.Linear(dim, dim)
+        else:
+            self.proj = nn.Linear(dim, dim)
+
+    def forward(self, hidden_states, temb):
+        if self.adaln:
+            return hidden_states + torch.tanh(self.attn(hidden_states * temb[:, None, None]))
+        return hidden_states + torch.tanh(self.proj(hidden_states)) * temb[:, None, None]
+
+
+class Toy(nn.Module):
+    """``blocks`` residual blocks; the output is the last block's times ``scale`` (2: the denoiser's output is not
+    the last block's)."""
+
+    def __init__(self, blocks=3, scale=1, adaln=False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.scale = scale
+        self.blocks = nn.ModuleList(Block(adaln=adaln) for _ in range(blocks))
+
+    def forward(self, hidden_states, timestep):
+        temb = 1 + timestep / 1000
+        for block in self.blocks:
+            hidden_states = block(hidden_states, temb)
+        return hidden_states if self.scale == 1 else self.scale * hidden_states
