@@ -242,10 +242,14 @@ def bench(model_name, policies, steps, num_prompts, guidance, repeats, with_diff
                         f"{repeats} timed run(s) per case", title_justify="left")
     for column in rows[0]:
         table.add_column(column, overflow="fold")
-    for row in rows[1:]:
+    notes = []
+    for row, result in zip(rows[1:], report.results):
+        if result.error:  # the reason goes under the table, where it has the width to be read
+            notes.append(f"[{len(notes) + 1}] {result.name}: {result.error}")
+            row = [row[0], f"{'refuses' if result.refused else 'failed'} [{len(notes)}]"] + row[2:]
         table.add_row(*row)
     console.print(table)
-    for line in benchmod.pair_comparisons(report):
+    for line in notes + benchmod.pair_comparisons(report):
         console.print(line)
     if not model.trained:
         console.print("[yellow]random weights: PSNR/SSIM/prompt following are meaningless here[/yellow]")
