@@ -106,8 +106,9 @@ class Policy:
     # -- shared behaviour --------------------------------------------------------------------------------------
     @property
     def full_control(self) -> bool:
-        """Whether this policy overrides :meth:`forward` (the engine then runs its calls eagerly, outside compiled
-        graphs); policies that only say when to compute and how to reuse keep compute in the graph."""
+        """Whether this policy overrides :meth:`forward`. The engine then asks it at every call, where a planned
+        compute step of a policy that only says when to compute runs without a :class:`Call`; either way a compute
+        returned as ``call.defer(...)`` runs inside a compiled graph, and one made with ``call.run()`` eagerly."""
         return type(self).forward is not Policy.forward
 
     @property
