@@ -1,6 +1,5 @@
 """MagCache: never-reuse identity, the reuse formula, bad input, and agreement with diffusers' own MagCache."""
 
-import dataclasses
 
 import pytest
 import torch
@@ -18,15 +17,11 @@ RATIOS = [1.0, 1.1, 1.02, 0.99, 1.01, 1.0, 0.97, 1.03, 0.96, 1.0]
 MIXED = dict(threshold=0.06, max_skip_steps=2, retention_ratio=0.2)
 
 
-def tiny(name="cogvideox"):
-    spec = TINY_TRANSFORMERS[name]
-    spec = dataclasses.replace(spec, config={**spec.config, "num_layers": 3})
-    return spec.build(), spec
+tiny = toy_stack.tiny_transformer
 
 
 def run(model, spec, batch=2):
-    with torch.no_grad():
-        return [model(**spec.inputs(batch, t))[0] for t in TIMESTEPS]
+    return toy_stack.run_steps(model, spec, TIMESTEPS, batch)
 
 
 def test_never_reuse_is_identical_and_generations_reset():

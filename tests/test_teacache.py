@@ -1,7 +1,6 @@
 """TeaCache: never-reuse identity, the reuse formula, the modulated input, bad input, and agreement with a
 transcription of TeaCache's reference code for CogVideoX."""
 
-import dataclasses
 import types
 
 import numpy as np
@@ -10,7 +9,6 @@ import torch
 from torch import nn
 
 import cachelab
-from tiny_transformers import TINY_TRANSFORMERS
 import toy_stack
 
 STEPS = 10
@@ -18,15 +16,11 @@ TIMESTEPS = torch.linspace(950, 50, STEPS).tolist()
 LINEAR = [1.0, 0.0]  # the rescaling polynomial x -> x
 
 
-def tiny(name="cogvideox"):
-    spec = TINY_TRANSFORMERS[name]
-    spec = dataclasses.replace(spec, config={**spec.config, "num_layers": 3})
-    return spec.build(), spec
+tiny = toy_stack.tiny_transformer
 
 
 def run(model, spec, batch=2):
-    with torch.no_grad():
-        return [model(**spec.inputs(batch, t))[0] for t in TIMESTEPS]
+    return toy_stack.run_steps(model, spec, TIMESTEPS, batch)
 
 
 def test_never_reuse_is_identical_and_generations_reset():

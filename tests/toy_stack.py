@@ -37,3 +37,20 @@ class Toy(nn.Module):
         for block in self.blocks:
             hidden_states = block(hidden_states, temb)
         return hidden_states if self.scale == 1 else self.scale * hidden_states
+
+
+def tiny_transformer(name="cogvideox", layers=3):
+    """A tiny diffusers transformer of the coverage table with ``layers`` blocks, and its spec (inputs)."""
+    import dataclasses
+
+    from tiny_transformers import TINY_TRANSFORMERS
+
+    spec = TINY_TRANSFORMERS[name]
+    spec = dataclasses.replace(spec, config={**spec.config, "num_layers": layers})
+    return spec.build(), spec
+
+
+def run_steps(model, spec, timesteps, batch=2):
+    """The denoiser's output at each timestep (one call per step)."""
+    with torch.no_grad():
+        return [model(**spec.inputs(batch, t))[0] for t in timesteps]
