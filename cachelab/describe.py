@@ -54,6 +54,8 @@ def _type_name(annotation: Any) -> str:
         return " | ".join(_type_name(a) for a in typing.get_args(annotation))
     if origin is list:
         return "list"
+    if annotation is type(None):
+        return "None"
     return getattr(annotation, "__name__", str(annotation))
 
 

@@ -159,3 +159,11 @@ def test_direct_calls_without_num_steps_estimate_progress(model):
         with cachelab.apply(model, "vanilla", sites=STDIT_SITES) as handle:
             sample(model, STEPS, cfg="off")
             assert handle.stats().computed_fraction < 1
+
+
+def test_policy_descriptions_name_optional_types_plainly():
+    from cachelab.describe import describe_config
+
+    rows = {row.name: row for row in describe_config(cachelab.policy_class("dbcache").Config)}
+    assert rows["max_cached_steps"].type == "int | None"
+    assert rows["threshold"].type == "float" and rows["threshold"].allowed == "[0, 10]"
