@@ -5,7 +5,6 @@ import dataclasses
 import pytest
 import torch
 from diffusers.hooks import FirstBlockCacheConfig
-from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import cachelab
@@ -30,29 +29,6 @@ def tiny(name):
 def run(model, spec, batch=2):
     with torch.no_grad():
         return [model(**spec.inputs(batch, t))[0] for t in TIMESTEPS]
-
-
-def tail_block(model):
-    stacks = [getattr(model, n) for n in ("transformer_blocks", "single_transformer_blocks") if hasattr(model, n)]
-    return stacks[-1][-1]
-
-
-class RunLog:
-    """Records whether a block's real forward ran: a hook on its first child, which wrapping hooks never reach
-    when they skip the block."""
-
-    def __init__(self, block: nn.Module):
-        self.ran: list[bool] = []
-        self._handle = next(block.children()).register_forward_pre_hook(lambda *_: self.mark())
-
-    def new_call(self):
-        self.ran.append(False)
-
-    def mark(self):
-        self.ran[-1] = True
-
-    def remove(self):
-        self._handle.remove()
 
 
 # -- identity ---------------------------------------------------------------------------------------------------------
@@ -115,24 +91,6 @@ def test_reuse_step_is_first_block_plus_cached_residual():
 
 
 # -- against diffusers ------------------------------------------------------------------------------------------------
-def run_logged(model, spec, calls, context=None):
-    """Outputs of a sequence of denoiser calls, and per call whether the last block ran."""
-    log = RunLog(tail_block(model))
-    outputs = []
-    try:
-        with torch.no_grad():
-            for t, branch, batch, seed in calls:
-                log.new_call()
-                if context is None:
-                    outputs.append(model(**spec.inputs(batch, t, seed=seed))[0])
-                else:
-                    with context(branch):
-                        outputs.append(model(**spec.inputs(batch, t, seed=seed))[0])
-    finally:
-        log.remove()
-    return outputs, log.ran
-
-
 @pytest.mark.parametrize("cfg", ["batched", "sequential"])
 @pytest.mark.parametrize("name", sorted(DEEPER))
 def test_matches_diffusers_first_block_cache(name, cfg):
@@ -151,12 +109,12 @@ def test_matches_diffusers_first_block_cache(name, cfg):
 
     model.enable_cache(FirstBlockCacheConfig(threshold=threshold))
     try:
-        theirs, their_ran = run_logged(model, spec, calls, context=model.cache_context)
+        theirs, their_ran = toy_stack.run_logged(model, spec, calls, context=model.cache_context)
     finally:
         model.disable_cache()
     with cachelab.apply(model, "fbcache", cfg=cfg, cfg_order="uncond_first", num_steps=STEPS,
                         threshold=threshold) as handle:
-        ours, our_ran = run_logged(model, spec, calls)
+        ours, our_ran = toy_stack.run_logged(model, spec, calls)
         stats = handle.stats()
 
     assert our_ran == their_ran

@@ -85,26 +85,6 @@ def test_bad_input_names_field_value_and_fix(tmp_path):
         assert handle.stats().computed_fraction < 1
 
 
-def run_logged(model, spec, calls, context=None):
-    """Outputs of a sequence of denoiser calls, and per call whether the last block ran."""
-    ran = []
-    tail = model.transformer_blocks[-1]
-    hook = tail.ff.register_forward_pre_hook(lambda *_: ran.__setitem__(-1, True))
-    outputs = []
-    try:
-        with torch.no_grad():
-            for t, branch, batch, seed in calls:
-                ran.append(False)
-                if context is None:
-                    outputs.append(model(**spec.inputs(batch, t, seed=seed))[0])
-                else:
-                    with context(branch):
-                        outputs.append(model(**spec.inputs(batch, t, seed=seed))[0])
-    finally:
-        hook.remove()
-    return outputs, ran
-
-
 @pytest.mark.parametrize("cfg", ["batched", "sequential"])
 def test_matches_diffusers_mag_cache(cfg):
     """The same denoiser calls through diffusers' ``enable_cache(MagCacheConfig)`` and through ``magcache`` at the
@@ -122,12 +102,12 @@ def test_matches_diffusers_mag_cache(cfg):
         calls = [(t, branch, 1, seed) for t in TIMESTEPS for branch, seed in (("uncond", 1), ("cond", 0))]
     model.enable_cache(MagCacheConfig(mag_ratios=RATIOS, num_inference_steps=STEPS, **MIXED))
     try:
-        theirs, their_ran = run_logged(model, spec, calls, context=model.cache_context)
+        theirs, their_ran = toy_stack.run_logged(model, spec, calls, context=model.cache_context)
     finally:
         model.disable_cache()
     with cachelab.apply(model, "magcache", cfg=cfg, cfg_order="uncond_first", num_steps=STEPS, mag_ratios=RATIOS,
                         **MIXED) as handle:
-        ours, our_ran = run_logged(model, spec, calls)
+        ours, our_ran = toy_stack.run_logged(model, spec, calls)
         stats = handle.stats()
     assert our_ran == their_ran
     assert any(their_ran) and not all(their_ran)

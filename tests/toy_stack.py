@@ -54,3 +54,45 @@ def run_steps(model, spec, timesteps, batch=2):
     """The denoiser's output at each timestep (one call per step)."""
     with torch.no_grad():
         return [model(**spec.inputs(batch, t))[0] for t in timesteps]
+
+
+# -- sequences of denoiser calls, for comparing with another library's cache -----------------------------------
+def tail_block(model):
+    stacks = [getattr(model, n) for n in ("transformer_blocks", "single_transformer_blocks") if hasattr(model, n)]
+    return stacks[-1][-1]
+
+
+class RunLog:
+    """Records whether a block's real forward ran: a hook on its first child, which wrapping hooks never reach
+    when they skip the block."""
+
+    def __init__(self, block: nn.Module):
+        self.ran: list[bool] = []
+        self._handle = next(block.children()).register_forward_pre_hook(lambda *_: self.mark())
+
+    def new_call(self):
+        self.ran.append(False)
+
+    def mark(self):
+        self.ran[-1] = True
+
+    def remove(self):
+        self._handle.remove()
+
+
+def run_logged(model, spec, calls, context=None):
+    """Outputs of a sequence of denoiser calls, and per call whether the last block ran."""
+    log = RunLog(tail_block(model))
+    outputs = []
+    try:
+        with torch.no_grad():
+            for t, branch, batch, seed in calls:
+                log.new_call()
+                if context is None:
+                    outputs.append(model(**spec.inputs(batch, t, seed=seed))[0])
+                else:
+                    with context(branch):
+                        outputs.append(model(**spec.inputs(batch, t, seed=seed))[0])
+    finally:
+        log.remove()
+    return outputs, log.ran
