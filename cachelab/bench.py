@@ -121,10 +121,9 @@ def diffusers_cases(model: VideoModel, steps: int) -> list[Case]:
     reproduce both, so the two rows of a pair do the same work. MagCache joins where the model has a calibration
     for ``steps`` steps."""
     try:
-        calibration.for_steps("magcache", calibration.for_model("magcache", model.transformer, None), steps)
-        calibrated = True
-    except PolicyError:
-        calibrated = False
+        magcache = same_settings_cases(model, "magcache", steps, threshold=MAGCACHE_THRESHOLD)
+    except PolicyError:  # no calibration of this model for this step count
+        magcache = []
     latte = model.tensor_format == "BCFHW" and "latte" in type(model.transformer).__name__.lower()
     pab_same = {
         "policy": "pab",
@@ -184,7 +183,7 @@ def diffusers_cases(model: VideoModel, steps: int) -> list[Case]:
         Case("diffusers FasterCache", "diffusers", fastercache_same, diffusers_cache(fastercache_config)),
         *same_settings_cases(model, "fbcache", steps, threshold=FBCACHE_THRESHOLD),
         *same_settings_cases(model, "taylorseer", steps, defaults_too=True, **TAYLORSEER),
-        *(same_settings_cases(model, "magcache", steps, threshold=MAGCACHE_THRESHOLD) if calibrated else []),
+        *magcache,
     ]
 
 
@@ -195,17 +194,17 @@ def same_settings_cases(model: VideoModel, policy: str, steps: int, defaults_too
     for generations of ``steps`` steps. With ``defaults_too``, also diffusers' TaylorSeer on its default modules."""
     label = ", ".join(f"{k} {v}" for k, v in settings.items())
     ours = {"policy": policy, **settings}
+    config = resolve_policy(ours).config  # the settings' meaning, defaults included, for the other library
     cases = [Case(f"{policy} ({label})", "cachelab", ours)]
     if policy == "fbcache":
 
         def fbcache_config(model, timestep):
             from diffusers import FirstBlockCacheConfig
 
-            return FirstBlockCacheConfig(threshold=settings["threshold"])
+            return FirstBlockCacheConfig(threshold=config.threshold)
 
         cases.append(Case(f"diffusers FirstBlockCache ({label})", "diffusers", ours, diffusers_cache(fbcache_config)))
     elif policy == "taylorseer":
-        config = resolve_policy(ours).config
         # diffusers hooks only modules named like ``...attn`` by default (none on CogVideoX or Latte, whose
         # attention is attn1/attn2): one row names the blocks cachelab forecasts, one keeps diffusers' default
         blocks = [re.escape(site.name) for site in cachelab.find_sites(model.transformer).by_role("block")]
@@ -226,7 +225,6 @@ def same_settings_cases(model: VideoModel, policy: str, steps: int, defaults_too
             cases.append(Case(f"diffusers TaylorSeer ({label}, its default modules)", "diffusers", None,
                               diffusers_cache(taylorseer_config(None))))
     elif policy == "magcache":
-        config = resolve_policy(ours).config
         ratios = config.mag_ratios or calibration.for_steps(
             "magcache", calibration.for_model("magcache", model.transformer, config.calibration), steps).values
 
@@ -238,7 +236,6 @@ def same_settings_cases(model: VideoModel, policy: str, steps: int, defaults_too
 
         cases.append(Case(f"diffusers MagCache ({label})", "diffusers", ours, diffusers_cache(magcache_config)))
     elif policy == "dbcache" and importlib.util.find_spec("cache_dit") is not None:
-        config = resolve_policy(ours).config
         cases.append(Case(f"cache-dit DBCache ({label})", "cache-dit", ours, cache_dit_dbcache(config)))
     return cases
 
