@@ -149,21 +149,19 @@ def run(model_name, prompt, policy, params, config, out, steps, guidance, seed, 
     _check_generation(model, steps, frames, size)
     model.check_prompt(prompt)
     dev = next(model.transformer.parameters()).device
-    warmup = min(2, steps)
 
     def warm_then_time(handle=None):  # cached and uncached alike; the policy's MAC profiling runs in the warm-up
-        nonlocal warmup
         warmup = warmup_steps(steps, handle)
         model.generate([prompt], [seed], warmup, guidance)
-        return timed(lambda: model.generate([prompt], [seed], steps, guidance), dev)
+        return (*timed(lambda: model.generate([prompt], [seed], steps, guidance), dev), warmup)
 
     stats = None
     if chosen is not None:
         with cachelab.apply(model.target, chosen, cfg=model.cfg) as handle:
-            video, latency = warm_then_time(handle)
+            video, latency, warmup = warm_then_time(handle)
             stats = handle.stats()  # of the timed generation
     else:
-        video, latency = warm_then_time()
+        video, latency, warmup = warm_then_time()
     path = media.save_video(video[0], out)
     label = chosen.name if chosen is not None and getattr(chosen, "name", "") else ("composition" if chosen else "uncached")
     console.print(f"{model.name} | {label} | {steps} steps, guidance {guidance}, seed {seed}")
@@ -171,10 +169,12 @@ def run(model_name, prompt, policy, params, config, out, steps, guidance, seed, 
     if stats is not None:
         console.print(stats.table())
     if compare and chosen is not None:
-        reference, base_latency = warm_then_time()
+        reference, base_latency, base_warmup = warm_then_time()
         quality = metrics.compare_videos(video, reference)
+        warmups = (f"both after a {warmup}-step warm-up" if warmup == base_warmup
+                   else f"after warm-ups of {warmup} and {base_warmup} steps")
         console.print(f"uncached latency {base_latency:.3f} s -> speedup {base_latency / latency:.2f}x (one timed run "
-                      f"each, both after a {warmup}-step warm-up)")
+                      f"each, {warmups})")
         console.print(metrics.format_comparison(quality))
     console.print(f"wrote {path}" + ("" if model.trained else " (three latent channels of a random-weight model)"))
 
