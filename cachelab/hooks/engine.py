@@ -474,7 +474,7 @@ class _DenoiserHook(_OutsideGraphs, ModuleHook):
         the call, eager, whose output is dropped. The real call then runs like every other, so the first
         generation compiles the same graphs as the later ones."""
         runtime = self.runtime
-        with torch.no_grad(), flop_counter.FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS) as counter:
+        with torch.no_grad(), _flop_counter() as counter:
             runtime.flop_counter = counter
             try:
                 original(*args, **kwargs)
@@ -506,6 +506,13 @@ class _GlobalOnly:
         return None
 
 
+def _flop_counter() -> flop_counter.FlopCounterMode:
+    """torch's FLOP counter with the formulas it lacks and no per-module tracking (only totals are read)."""
+    counter = flop_counter.FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS)
+    counter.mod_tracker = _GlobalOnly()
+    return counter
+
+
 @contextlib.contextmanager
 def counting_macs(module: nn.Module) -> Iterator[list[float]]:
     """Count the MACs that run inside ``module``'s calls while the block lasts, with the formulas of the runtime's
@@ -515,10 +522,8 @@ def counting_macs(module: nn.Module) -> Iterator[list[float]]:
     counters: list[flop_counter.FlopCounterMode] = []
 
     def enter(module, args, kwargs):
-        counter = flop_counter.FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS)
-        counter.mod_tracker = _GlobalOnly()
-        counters.append(counter)
-        counter.__enter__()
+        counters.append(_flop_counter())
+        counters[-1].__enter__()
 
     def leave(module, args, kwargs, output):
         counter = counters.pop()
