@@ -9,8 +9,9 @@
 #   2b:     CogVideoX-2b (random weights, bf16, 49 frames 480x720, 50 steps, 1 prompt): latency of the schedules
 #           whose decisions do not depend on trained features (with random weights a data-dependent policy never
 #           skips) beside diffusers'; about 3 minutes.
-#   search: a MACs/PSNR search of magcache+cfg_cache on 8 prompts (TRIALS, default 80), packed into search.tgz;
-#           then every Pareto config measured on 60 prompts beside magcache and diffusers' MagCache; about 8 minutes.
+#   search: a MACs/PSNR search of magcache+cfg_cache on 8 prompts (TRIALS, default 80, about 4 minutes), packed
+#           into search.tgz; then every Pareto config measured on 60 prompts beside magcache and diffusers' MagCache
+#           (about 6 s a config on an H200: 80 trials gave 31, so allow 5 minutes or more).
 set -uo pipefail
 stage=${1:?usage: benchmarks/policies_gpu.sh a|b|2b|search OUT_DIR}
 out=${2:?usage: benchmarks/policies_gpu.sh a|b|2b|search OUT_DIR}
@@ -39,7 +40,7 @@ search)
     --objectives macs,psnr --prompts 8 --steps 50 --seed 0 --no-progress --out "$out/search" > "$out/search.txt" 2>&1
   echo "search: exit $?"; grep -E "│|dominated" "$out/search.txt" | tail -n 24
   tar czf "$out/search.tgz" -C "$out" search/pareto.png search/trials.csv $(cd "$out" && ls search/pareto_*.yaml)
-  timeout 280 $frontier --model tiny-cogvideox --prompts 60 --steps 50 --repeats 3 --families magcache \
+  timeout 900 $frontier --model tiny-cogvideox --prompts 60 --steps 50 --repeats 3 --families magcache \
     --configs $(ls -v "$out"/search/pareto_*.yaml) --out "$out/frontier-search" > "$out/frontier-search.txt" 2>&1
   echo "frontier-search: exit $?"; tail -n 30 "$out/frontier-search.txt" ;;
 esac
