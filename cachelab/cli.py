@@ -310,6 +310,45 @@ def calibrate(model_name, policy, num_prompts, steps, guidance, out, progress, d
 
 
 @main.command()
+@click.option("--model", "model_name", required=True, help="a registered model (cachelab models)")
+@click.option("--prompts", "num_prompts", default=None, type=int, help="prompts (default: 8 on a GPU, 2 on the CPU)")
+@click.option("--steps", default=None, type=int, help="sampling steps (default: 50 on a GPU, 20 on the CPU)")
+@click.option("--guidance", default=None, type=float, help="guidance scale (default: the model's; 1 = no CFG)")
+@click.option("--seed", default=0, show_default=True, type=int, help="seed of the first prompt (prompt i: seed + i)")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="output directory [default: analysis/MODEL]")
+@click.option("--progress/--no-progress", default=True, help="show a progress bar")
+@_device_option
+def analyze(model_name, num_prompts, steps, guidance, seed, out_dir, progress, device):
+    """Measure the redundancy caches exploit, on uncached generations: per site kind, how much outputs change
+    between adjacent steps; per step, the conditional vs unconditional difference and its frequency shares."""
+    from pathlib import Path
+
+    from cachelab.analysis import analyze as run_analysis
+
+    model = _load_model(model_name, device)
+    on_gpu = next(model.transformer.parameters()).device.type == "cuda"
+    steps = (50 if on_gpu else 20) if steps is None else steps
+    num_prompts = (8 if on_gpu else 2) if num_prompts is None else num_prompts
+    guidance = model.guidance if guidance is None else guidance
+    _check_generation(model, steps, None, None)
+    if num_prompts < 1:
+        raise click.BadParameter("give at least one prompt", param_hint="--prompts")
+    out = Path(out_dir) if out_dir else Path("analysis") / model.name
+    result = run_analysis(model, num_prompts, steps=steps, guidance=guidance, seed=seed, progress=progress)
+    command = ["cachelab", "analyze", "--model", model.name, "--prompts", str(num_prompts), "--steps", str(steps),
+               "--guidance", f"{guidance:g}", "--seed", str(seed), "--out", str(out)]
+    if device:
+        command += ["--device", device]
+    written = result.save(out, command)
+    for table in result.tables():
+        console.print(table)
+    for line in result.summary_lines():
+        console.print(line)
+    console.print("wrote " + ", ".join(str(p) for p in written))
+
+
+@main.command()
 @click.argument("pattern", default="*")
 def models(pattern: str) -> None:
     """List registered models."""

@@ -88,6 +88,15 @@ def split_frequencies(x: torch.Tensor, radius_divisor: int) -> tuple[torch.Tenso
     return spectrum * mask, spectrum * ~mask
 
 
+def splits_into_frequencies(sample: torch.Tensor, layout: str = "auto") -> bool:
+    """Whether ``layout`` reads ``sample`` (a denoiser output) as frames with H, W as its last two dims: ``auto``
+    takes any 4-D (B, C, H, W) or 5-D (B, C, F, H, W) / (B, F, C, H, W) tensor; ``flat`` (token sequences) none."""
+    if layout == "flat":
+        return False
+    expected = {"BCHW": 4, "BCFHW": 5, "BFCHW": 5}.get(layout)
+    return sample.ndim in (4, 5) if expected is None else sample.ndim == expected
+
+
 def high_pass(x: torch.Tensor, radius_divisor: int) -> torch.Tensor:
     """The high-frequency part of ``x`` in pixel space (float32)."""
     _, high = split_frequencies(x, radius_divisor)
@@ -172,12 +181,7 @@ class CfgCache(Policy):
 
     def _check_layout(self, sample: torch.Tensor) -> None:
         layout = self.config.layout
-        expected = {"BCHW": 4, "BCFHW": 5, "BFCHW": 5}.get(layout)
-        if layout == "flat":
-            return
-        if expected is None and sample.ndim in (4, 5):
-            return
-        if sample.ndim != expected:
+        if layout != "flat" and not splits_into_frequencies(sample, layout):
             raise LayoutError(
                 f"cfg_cache: one CFG branch of the denoiser output has shape {tuple(sample.shape)}, which layout={layout!r} cannot "
                 "split into frequencies: it needs (B, C, H, W), (B, C, F, H, W) or (B, F, C, H, W) with H, W last. "
