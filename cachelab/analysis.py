@@ -26,7 +26,7 @@ import torch
 
 import cachelab
 from cachelab import media
-from cachelab.errors import CachelabError, NothingReusedWarning
+from cachelab.errors import CachelabError, NothingReusedWarning, SiteError
 from cachelab.hooks.history import tree_leaves
 from cachelab.hooks.sites import ROLES
 from cachelab.policies.base import Policy
@@ -373,13 +373,16 @@ def analyze(
         bar = tqdm(total=len(prompts) * steps if steps else None, desc=f"analyze {name}", unit="step")
     recorder = Recorder(radius_divisor, on_step=bar.update if bar is not None else None)
     try:
+        try:
+            handle = cachelab.apply(apply_to, _Observer(recorder), sites=sites, cfg=cfg, count_macs=False)
+        except SiteError as exc:
+            raise SiteError(f"analyze: {exc} analyze takes the same sites={{...}}.") from None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NothingReusedWarning)  # observing never reuses
-            with cachelab.apply(apply_to, _Observer(recorder), sites=sites, cfg=cfg, count_macs=False) as handle:
-                with torch.no_grad():
-                    for prompt, prompt_seed in zip(prompts, seeds):
-                        generate(prompt, prompt_seed)
-                observed = handle.owned_sites
+            with handle, torch.no_grad():
+                for prompt, prompt_seed in zip(prompts, seeds):
+                    generate(prompt, prompt_seed)
+        observed = handle.owned_sites
     finally:
         if bar is not None:
             bar.close()
@@ -410,8 +413,9 @@ def _summarise(recorder: Recorder, sites, name, prompts, seeds, guidance, cfg_mo
         if all(v is None for v in cfg["low_freq_share"]):
             note = "the denoiser output has no (H, W) dims (a token sequence): frequency shares are not measured"
     elif cfg_mode == "off" or "uncond" not in recorder.branches_seen:
-        note = (f"no call held an unconditional branch (guidance {guidance}): the model ran without classifier-free "
-                "guidance (guidance <= 1, or a guidance-distilled model that embeds the scale, such as Flux)")
+        given = "" if guidance is None else f" at guidance {guidance:g}"
+        note = (f"no call held an unconditional branch{given}: the model ran without classifier-free guidance "
+                "(guidance <= 1, or a guidance-distilled model that embeds the scale, such as Flux)")
     else:
         note = ("unconditional calls never met a conditional call of the same step; pass cfg='batched' or "
                 "'sequential' if cfg='auto' misreads how this pipeline runs CFG")
