@@ -3,7 +3,7 @@
 - per site kind and step, how much a site's output changes between adjacent steps: MSE and relative L1
   ``mean|x_t - x_t-1| / mean|x_t-1|`` (the paper's Fig. 4), per CFG branch, averaged over the sites of a kind;
 - per step, how far the unconditional denoiser output is from the conditional one, ``mean|u - c| / mean|c|``
-  (Fig. 6), and which share of that difference's energy lies in the low frequencies (Fig. 7b): ``sum |FFT|^2`` inside
+  (Fig. 6), how much that difference changes from step to step (what CFG-Cache reuses), and which share of that difference's energy lies in the low frequencies (Fig. 7b): ``sum |FFT|^2`` inside
   CFG-Cache's low-frequency disk over the total, per frame over the last two (H, W) dims.
 
 Observation goes through the engine like any policy: a private observer owns every site, runs each call unchanged
@@ -98,6 +98,8 @@ class Recorder:
         self.previous: dict[tuple[str, str], tuple[int, list[torch.Tensor]]] = {}
         self.adjacent: dict[str, dict[int, list[torch.Tensor]]] = {}
         self.cfg: dict[int, list[torch.Tensor]] = {}
+        self.cfg_delta_change: dict[int, list[torch.Tensor]] = {}  # [MSE, rel L1] of uncond - cond against last step
+        self._previous_delta: dict[str, tuple[int, torch.Tensor]] = {}
         self.timesteps: dict[int, float] = {}
         self.branches_seen: set[str] = set()
         self._first_branch: dict[str, tuple[int, str, torch.Tensor]] = {}  # two calls per step: the step's first
@@ -108,6 +110,7 @@ class Recorder:
             self.generation = ctx.generation
             self.previous.clear()
             self._first_branch.clear()
+            self._previous_delta.clear()
         step = ctx.step
         for branch, current in branch_parts(output, ctx.branches).items():
             key = (site.key, branch)
@@ -125,19 +128,27 @@ class Recorder:
         self.timesteps.setdefault(step, float(ctx.timestep))
         if ctx.branches == ("uncond", "cond"):
             uncond, cond = sample.chunk(2)
-            self.cfg.setdefault(step, []).append(cfg_difference(uncond, cond, self.radius_divisor))
+            self._cfg(site, step, uncond, cond)
         elif ctx.branches in (("cond",), ("uncond",)):
             branch = ctx.branches[0]
             first = self._first_branch.pop(site.key, None)
             if first is not None and first[0] == step and first[1] != branch:
                 uncond, cond = (first[2], sample) if branch == "cond" else (sample, first[2])
-                self.cfg.setdefault(step, []).append(cfg_difference(uncond, cond, self.radius_divisor))
+                self._cfg(site, step, uncond, cond)
             else:
                 self._first_branch[site.key] = (step, branch, sample.detach().clone())
         if (ctx.generation, step) not in self._steps_seen:
             self._steps_seen.add((ctx.generation, step))
             if self.on_step is not None:
                 self.on_step()
+
+    def _cfg(self, site, step: int, uncond: torch.Tensor, cond: torch.Tensor) -> None:
+        self.cfg.setdefault(step, []).append(cfg_difference(uncond, cond, self.radius_divisor))
+        delta = uncond.float() - cond.float()
+        before = self._previous_delta.get(site.key)
+        if before is not None and before[0] < step:
+            self.cfg_delta_change.setdefault(step, []).append(adjacent_change([delta], [before[1]]))
+        self._previous_delta[site.key] = (step, delta)
 
     @staticmethod
     def step_means(per_step: dict[int, list[torch.Tensor]], num_steps: int, width: int) -> np.ndarray:
@@ -183,8 +194,9 @@ class Analysis:
     """What :func:`analyze` measured; ``to_json()`` gives ``analysis.json``, ``save(dir)`` writes it with the plots.
 
     ``site_kinds[kind]``: ``adjacent_mse`` and ``adjacent_rel_l1`` per step (None at step 0 and where no site of
-    the kind ran), ``sites`` (how many). ``cfg``: ``rel_diff``, ``low_freq_share``, ``high_freq_share`` per step, or
-    None when no step had both CFG branches (``cfg_note`` says why)."""
+    the kind ran), ``sites`` (how many). ``cfg``: ``rel_diff``, ``low_freq_share``, ``high_freq_share`` per step and
+    ``delta_adjacent_rel_l1`` (how much ``uncond - cond`` itself changed since the last step: what CFG-Cache relies
+    on when it reuses it), or None when no step had both CFG branches (``cfg_note`` says why)."""
 
     model: str
     steps: int
@@ -246,8 +258,9 @@ class Analysis:
             cfg.add_column("")
             for phase in PHASES:
                 cfg.add_column(phase, justify="right")
-            for name, key in (("relative difference", "rel_diff"), ("low-frequency share", "low_freq_share"),
-                              ("high-frequency share", "high_freq_share")):
+            for name, key in (("relative difference", "rel_diff"),
+                              ("its change from the last step (rel L1)", "delta_adjacent_rel_l1"),
+                              ("low-frequency share", "low_freq_share"), ("high-frequency share", "high_freq_share")):
                 cfg.add_row(name, *[_fmt(v, ".3f") for v in self.phase_means(self.cfg[key])])
             tables.append(cfg)
         return tables
@@ -408,8 +421,9 @@ def _summarise(recorder: Recorder, sites, name, prompts, seeds, guidance, cfg_mo
     cfg, note = None, ""
     if recorder.cfg:
         values = recorder.step_means(recorder.cfg, num_steps, 3)
+        delta_change = recorder.step_means(recorder.cfg_delta_change, num_steps, 2)
         cfg = {"rel_diff": _listed(values[:, 0]), "low_freq_share": _listed(values[:, 1]),
-               "high_freq_share": _listed(values[:, 2])}
+               "high_freq_share": _listed(values[:, 2]), "delta_adjacent_rel_l1": _listed(delta_change[:, 1])}
         if all(v is None for v in cfg["low_freq_share"]):
             note = "the denoiser output has no (H, W) dims (a token sequence): frequency shares are not measured"
     elif cfg_mode == "off" or "uncond" not in recorder.branches_seen:
@@ -458,18 +472,28 @@ def plot_adjacent_change(analysis: Analysis, path: str | Path) -> Path:
 
 
 def plot_cfg_difference(analysis: Analysis, path: str | Path) -> Path:
-    """The relative difference of the unconditional and conditional denoiser outputs per step (FasterCache Fig. 6)."""
+    """The relative difference of the unconditional and conditional denoiser outputs per step (FasterCache Fig. 6),
+    and how much that difference changes from one step to the next (log y)."""
     p = media._prepare_path(path, media.IMAGE_SUFFIXES)
-    fig = media._new_figure((6.4, 4.2))
-    ax = fig.add_subplot()
-    ax.plot(np.arange(analysis.steps), _series(analysis.cfg["rel_diff"]), marker=".", color="#2b6cb0")
+    fig = media._new_figure((10, 4.2))
+    left, right = fig.subplots(1, 2)
+    steps = np.arange(analysis.steps)
+    left.plot(steps, _series(analysis.cfg["rel_diff"]), marker=".", color="#2b6cb0")
     smallest = analysis.smallest_cfg_difference()
     if smallest is not None:
-        ax.scatter([smallest[0]], [smallest[1]], s=80, marker="*", color="#d62728", zorder=5, label="smallest")
-        ax.legend(fontsize=8)
-    ax.set_ylabel("mean|uncond - cond| / mean|cond|")
-    ax.set_title(f"{analysis.model}: CFG difference of the denoiser output, guidance {analysis.guidance}", fontsize=10)
-    _steps_axis(ax, analysis)
+        left.scatter([smallest[0]], [smallest[1]], s=80, marker="*", color="#d62728", zorder=5, label="smallest")
+        left.legend(fontsize=8)
+    left.set_ylabel("mean|uncond - cond| / mean|cond|")
+    left.set_title("CFG difference of the denoiser output", fontsize=10)
+    change = _series(analysis.cfg["delta_adjacent_rel_l1"])
+    right.plot(steps, change, marker=".", color="#2f855a")
+    if (change[np.isfinite(change)] > 0).any():
+        right.set_yscale("log")
+    right.set_ylabel("relative L1 of (uncond - cond), step t vs t-1")
+    right.set_title("how much the CFG difference changes between steps", fontsize=10)
+    for ax in (left, right):
+        _steps_axis(ax, analysis)
+    fig.suptitle(f"{analysis.model}: guidance {analysis.guidance}, {len(analysis.prompts)} prompt(s)", fontsize=10)
     return media._save_figure(fig, p)
 
 

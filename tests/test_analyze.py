@@ -83,6 +83,7 @@ def test_adjacent_change_per_branch_and_cfg_difference_on_controlled_site_output
         assert row["adjacent_mse"] == pytest.approx([None, 0.5, 4.5])
         assert row["adjacent_rel_l1"] == pytest.approx([None, 0.5, 0.75])
     assert result.cfg["rel_diff"] == pytest.approx([0.5, 0.0, 0.6])
+    assert result.cfg["delta_adjacent_rel_l1"] == pytest.approx([None, 1.0, None])  # u - c: -1, 0, -3 (0 / 0 at 2)
     assert result.cfg["low_freq_share"] == [None] * 3 and "token sequence" in result.cfg_note
     assert result.smallest_cfg_difference() == (1, 0.0)
 
