@@ -3,8 +3,9 @@
 - per site kind and step, how much a site's output changes between adjacent steps: MSE and relative L1
   ``mean|x_t - x_t-1| / mean|x_t-1|`` (the paper's Fig. 4), per CFG branch, averaged over the sites of a kind;
 - per step, how far the unconditional denoiser output is from the conditional one, ``mean|u - c| / mean|c|``
-  (Fig. 6), how much that difference changes from step to step (what CFG-Cache reuses), and which share of that difference's energy lies in the low frequencies (Fig. 7b): ``sum |FFT|^2`` inside
-  CFG-Cache's low-frequency disk over the total, per frame over the last two (H, W) dims.
+  (Fig. 6), how much that difference changes from step to step (what CFG-Cache reuses), and which share of its
+  energy lies in the low frequencies (Fig. 7b): ``sum |FFT|^2`` inside CFG-Cache's low-frequency disk over the
+  total, per frame over the last two (H, W) dims.
 
 Observation goes through the engine like any policy: a private observer owns every site, runs each call unchanged
 (``call.defer``) and reads its output afterwards, so the generated videos equal uncached ones bit for bit. Only the
@@ -112,14 +113,15 @@ class Recorder:
             self._first_branch.clear()
             self._previous_delta.clear()
         step = ctx.step
-        for branch, current in branch_parts(output, ctx.branches).items():
+        sample = sample_of("analyze", output) if site.role == "denoiser" else None  # not the rest of an output object
+        for branch, current in branch_parts(output if sample is None else sample, ctx.branches).items():
             key = (site.key, branch)
             before = self.previous.get(key)
             if before is not None and before[0] < step:
                 self.adjacent.setdefault(site.key, {}).setdefault(step, []).append(adjacent_change(current, before[1]))
             self.previous[key] = (step, [t.detach().clone() for t in current])
-        if site.role == "denoiser":
-            self._denoiser(site, ctx, sample_of("analyze", output))
+        if sample is not None:
+            self._denoiser(site, ctx, sample)
         return output
 
     def _denoiser(self, site, ctx, sample: torch.Tensor) -> None:
@@ -240,9 +242,8 @@ class Analysis:
         """Rich tables of the summary: adjacent change per site kind and phase; the CFG difference per phase."""
         from rich.table import Table
 
-        label = f"{self.model}: {len(self.prompts)} prompt(s), {self.steps} steps, guidance {self.guidance}"
-        kinds = Table(title=f"{label} - adjacent-step change per site kind (mean over steps of each third)",
-                      title_justify="left")
+        kinds = Table(title=f"{self.model}, {len(self.prompts)} prompt(s), {self.steps} steps: adjacent-step change "
+                            "per site kind (mean over each third of the steps)", title_justify="left")
         kinds.add_column("site kind")
         kinds.add_column("sites", justify="right")
         for metric in ("rel L1", "MSE"):
@@ -254,7 +255,8 @@ class Analysis:
             kinds.add_row(kind, str(row["sites"]), *[_fmt(v, ".3f") for v in rel], *[_fmt(v, ".3g") for v in mse])
         tables = [kinds]
         if self.cfg is not None:
-            cfg = Table(title=f"{label} - CFG: |uncond - cond| / |cond| and its frequency shares", title_justify="left")
+            title = f"CFG difference |uncond - cond| / |cond| at guidance {self.guidance} and its frequency shares"
+            cfg = Table(title=title, title_justify="left", min_width=len(title))
             cfg.add_column("")
             for phase in PHASES:
                 cfg.add_column(phase, justify="right")

@@ -52,14 +52,18 @@ class Emit(nn.Module):
 
 
 class Controlled(nn.Module):
+    """One Emit block; returns its output in an object, as diffusers transformers do with return_dict=True."""
+
     def __init__(self, values):
         super().__init__()
         self.blocks = nn.ModuleList([Emit(values)])
 
     def forward(self, hidden_states, timestep):
+        from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
         for block in self.blocks:
             hidden_states = block(hidden_states, timestep)
-        return hidden_states
+        return Transformer2DModelOutput(sample=hidden_states)
 
 
 def test_adjacent_change_per_branch_and_cfg_difference_on_controlled_site_outputs():
