@@ -464,11 +464,15 @@ def plot_adjacent_change(analysis: Analysis, path: str | Path) -> Path:
             values = _series(row[key])
             if (values[np.isfinite(values)] > 0).any():  # log axes cannot show an all-zero line
                 ax.plot(steps, values, marker=".", color=color, label=f"{kind} ({row['sites']})")
-        ax.set_yscale("log")
+        if ax.lines:
+            ax.set_yscale("log")
+        else:
+            ax.text(0.5, 0.5, "no adjacent steps to compare", transform=ax.transAxes, ha="center", color="#555555")
         ax.set_ylabel(f"{label}, step t vs t-1")
         ax.set_title(f"adjacent-step {label} of site outputs", fontsize=10)
         _steps_axis(ax, analysis)
-    axes[1].legend(fontsize=8, loc="best")
+    if axes[1].lines:
+        axes[1].legend(fontsize=8, loc="best")
     fig.suptitle(f"{analysis.model}: mean over sites of each kind, {len(analysis.prompts)} prompt(s)", fontsize=10)
     return media._save_figure(fig, p)
 
