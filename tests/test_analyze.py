@@ -1,6 +1,7 @@
 """`cachelab analyze`: observation leaves outputs bit-identical; the adjacent-step change, the CFG difference and its
 frequency shares follow their formulas on hand-made values; bundled models and other pipelines; files and errors."""
 
+import dataclasses
 import json
 
 import pytest
@@ -51,19 +52,22 @@ class Emit(nn.Module):
         return self.values[int(timestep)].clone()
 
 
+@dataclasses.dataclass
+class Output:
+    sample: torch.Tensor
+
+
 class Controlled(nn.Module):
-    """One Emit block; returns its output in an object, as diffusers transformers do with return_dict=True."""
+    """One Emit block; returns its output in an object with ``.sample``, as diffusers transformers can."""
 
     def __init__(self, values):
         super().__init__()
         self.blocks = nn.ModuleList([Emit(values)])
 
     def forward(self, hidden_states, timestep):
-        from diffusers.models.modeling_outputs import Transformer2DModelOutput
-
         for block in self.blocks:
             hidden_states = block(hidden_states, timestep)
-        return Transformer2DModelOutput(sample=hidden_states)
+        return Output(hidden_states)
 
 
 def test_adjacent_change_per_branch_and_cfg_difference_on_controlled_site_outputs():
