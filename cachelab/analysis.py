@@ -115,6 +115,8 @@ class Recorder:
         step = ctx.step
         sample = sample_of("analyze", output) if site.role == "denoiser" else None  # not the rest of an output object
         for branch, current in branch_parts(output if sample is None else sample, ctx.branches).items():
+            if not current:  # a site that returns no tensor has nothing to compare
+                continue
             key = (site.key, branch)
             before = self.previous.get(key)
             if before is not None and before[0] < step:
