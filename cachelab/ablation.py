@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from tqdm.auto import tqdm
 
 import cachelab
@@ -88,20 +88,24 @@ class AblationSpec(BaseModel):
             raise ValueError("the list of prompts is empty")
         return prompts
 
-    @model_validator(mode="after")
-    def _consistent(self) -> "AblationSpec":
-        unknown = sorted(set(self.paper) - set(self.arms))
+    @field_validator("paper")
+    @classmethod
+    def _paper(cls, paper: dict, info: ValidationInfo) -> dict:
+        arms = info.data.get("arms")
+        unknown = [arm for arm in paper if arms is not None and arm not in arms]
         if unknown:
-            raise ValueError(f"paper names arms the spec does not have: {', '.join(unknown)}; arms: "
-                             f"{', '.join(self.arms)}")
-        if self.seeds is not None and len(self.seeds) != self.num_prompts:
-            raise ValueError(f"seeds: {len(self.seeds)} seeds for {self.num_prompts} prompts; give one per prompt or "
-                             "leave seeds out (0, 1, ...)")
-        return self
+            raise ValueError(f"paper names arms the spec does not have: {', '.join(unknown)}; arms: {', '.join(arms)}")
+        return paper
 
-    @property
-    def num_prompts(self) -> int:
-        return self.prompts if isinstance(self.prompts, int) else len(self.prompts)
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        prompts = info.data.get("prompts")
+        count = prompts if isinstance(prompts, int) else len(prompts or [])
+        if seeds is not None and prompts is not None and len(seeds) != count:
+            raise ValueError(f"{len(seeds)} seeds for {count} prompts; give one per prompt or leave seeds out "
+                             "(0, 1, ...)")
+        return seeds
 
 
 def load_spec(path: str | Path, **overrides: Any) -> AblationSpec:

@@ -37,7 +37,12 @@ def parse_params(items: tuple[str, ...]) -> dict:
 
 
 class _Group(click.Group):
-    """Turns cachelab's own errors into one clear line instead of a traceback."""
+    """Turns cachelab's own errors into one clear line instead of a traceback, and keeps the arguments it was
+    given (``ctx.meta["argv"]``) for the files that record the command that made them."""
+
+    def parse_args(self, ctx, args):
+        ctx.meta["argv"] = list(args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx):
         try:
@@ -422,7 +427,7 @@ def ablate(spec_path, out_dir, model_name, num_prompts, steps, repeats, restart,
     spec = load_spec(spec_path, model=model_name, prompts=num_prompts, steps=steps, repeats=repeats)
     out = Path(out_dir) if out_dir else Path("ablations") / Path(spec_path).stem
     result = run_ablation(spec, out, device=device, wandb=use_wandb, wandb_project=wandb_project, restart=restart,
-                          samples=samples, progress=progress, command=["cachelab", *sys.argv[1:]],
+                          samples=samples, progress=progress, command=["cachelab", *click.get_current_context().meta["argv"]],
                           echo=console.print)
     report = result.report
     _print_report(report, f"ablation {spec.name!r}: {report.model} on {report.device}, {report.steps} steps, "
