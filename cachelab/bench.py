@@ -29,6 +29,7 @@ import cachelab
 from cachelab import metrics
 from cachelab.errors import PolicyError
 from cachelab.hooks.engine import counting_macs
+from cachelab.hooks.stats import Stats
 from cachelab.policies import calibration
 from cachelab.zoo.registry import VideoModel
 from cachelab.spec import policy_to_dict, resolve_policy
@@ -328,14 +329,13 @@ def run_bench(
     device = next(model.transformer.parameters()).device
     # other libraries' caches are measured, not taken from a cachelab twin: count the MACs that run
     count_macs = any(c.other for c in cases)
-    report = BenchReport(model.name, model.trained, _device_name(device), steps, guidance, list(prompts), list(seeds), repeats)
-    reference = baseline_latency = None
+    report = BenchReport(model.name, model.trained, device_name(device), steps, guidance, list(prompts), list(seeds), repeats)
+    baseline = None
     bar = tqdm(cases, desc=f"bench {model.name}", disable=not progress)
     for case in bar:
         bar.set_postfix_str(case.name)
         try:
-            result, videos = _run_case(model, case, prompts, seeds, steps, guidance, repeats, warmup_steps, device,
-                                       count_macs)
+            run = run_case(model, case, prompts, seeds, steps, guidance, repeats, warmup_steps, baseline, count_macs)
         except Exception as exc:  # one failing case (e.g. a library's cache on a pipeline it does not support)
             if case.kind == "uncached":
                 raise
@@ -343,26 +343,59 @@ def run_bench(
                                              error=f"{type(exc).__name__}: {exc}",
                                              refused=case.kind == "cachelab" and isinstance(exc, PolicyError)))
             continue
-        if case.other and result.computed_macs:
-            result.total_macs = report.results[0].total_macs
-            result.computed_fraction = result.computed_macs / result.total_macs
-            result.ideal_speedup = result.total_macs / result.computed_macs
         if case.kind == "uncached":
-            reference, baseline_latency = videos, result.latency_s
-            result.speedup = 1.0
-        else:
-            result.speedup = baseline_latency / result.latency_s
-            if result.ideal_speedup:
-                result.realised_of_ideal = result.speedup / result.ideal_speedup
-            quality = metrics.compare_videos(videos, reference)
-            result.psnr, result.psnr_identical = quality["psnr_mean"], quality["psnr_identical"]
-            result.ssim, result.lpips, result.lpips_reason = quality["ssim_mean"], quality["lpips_mean"], quality["lpips_reason"]
-        if model.prompt_following is not None:
-            result.prompt_following = model.prompt_following(videos, prompts)
-        report.results.append(result)
+            baseline = run
+        report.results.append(run.result)
         if on_result is not None:
-            on_result(result, videos)
+            on_result(run.result, run.videos)
     return report
+
+
+@dataclass
+class CaseRun:
+    """A measured case: its result, its videos (N, F, 3, H, W) and the cachelab counts of its tracked generation
+    (None for the baseline and other libraries' caches)."""
+
+    result: CaseResult
+    videos: torch.Tensor
+    stats: Stats | None = None
+
+
+def run_case(
+    model: VideoModel,
+    case: Case,
+    prompts: list[str],
+    seeds: list[int],
+    steps: int,
+    guidance: float,
+    repeats: int = 1,
+    warmup_steps: int | None = None,
+    baseline: CaseRun | None = None,
+    count_macs: bool = False,
+) -> CaseRun:
+    """Measure one case as :func:`run_bench` does: cost, latency, memory and, against ``baseline`` (the uncached
+    case's run on the same prompts and seeds), speedup and quality. Raises what the case raises."""
+    if case.kind != "uncached" and baseline is None:
+        raise ValueError(f"case {case.name!r}: speedup and quality need the uncached baseline's run")
+    device = next(model.transformer.parameters()).device
+    result, videos, stats = _run_case(model, case, prompts, seeds, steps, guidance, repeats, warmup_steps, device,
+                                      count_macs)
+    if case.other and result.computed_macs:
+        result.total_macs = baseline.result.total_macs
+        result.computed_fraction = result.computed_macs / result.total_macs
+        result.ideal_speedup = result.total_macs / result.computed_macs
+    if case.kind == "uncached":
+        result.speedup = 1.0
+    else:
+        result.speedup = baseline.result.latency_s / result.latency_s
+        if result.ideal_speedup:
+            result.realised_of_ideal = result.speedup / result.ideal_speedup
+        quality = metrics.compare_videos(videos, baseline.videos)
+        result.psnr, result.psnr_identical = quality["psnr_mean"], quality["psnr_identical"]
+        result.ssim, result.lpips, result.lpips_reason = quality["ssim_mean"], quality["lpips_mean"], quality["lpips_reason"]
+    if model.prompt_following is not None:
+        result.prompt_following = model.prompt_following(videos, prompts)
+    return CaseRun(result, videos, stats)
 
 
 def _run_case(model, case, prompts, seeds, steps, guidance, repeats, warmup_steps, device, count_macs=False):
@@ -404,7 +437,7 @@ def _run_case(model, case, prompts, seeds, steps, guidance, repeats, warmup_step
         result.ideal_speedup = stats.ideal_speedup
     if cache is not None:
         result.cache_bytes_held, result.cache_bytes_needed = cache
-    return result, videos
+    return result, videos, stats
 
 
 def _policy_repr(policy):
@@ -415,7 +448,7 @@ def _policy_repr(policy):
     return policy_to_dict(policy)
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     import platform

@@ -37,7 +37,12 @@ def parse_params(items: tuple[str, ...]) -> dict:
 
 
 class _Group(click.Group):
-    """Turns cachelab's own errors into one clear line instead of a traceback."""
+    """Turns cachelab's own errors into one clear line instead of a traceback, and keeps the arguments it was
+    given (``ctx.meta["argv"]``) for the files that record the command that made them."""
+
+    def parse_args(self, ctx, args):
+        ctx.meta["argv"] = list(args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx):
         try:
@@ -179,6 +184,26 @@ def run(model_name, prompt, policy, params, config, out, steps, guidance, seed, 
     console.print(f"wrote {path}" + ("" if model.trained else " (three latent channels of a random-weight model)"))
 
 
+def _print_report(report, title: str) -> None:
+    """The bench's table of ``report`` on the console; a refusing or failing row's reason goes under the table,
+    where it has the width to be read."""
+    from cachelab import bench as benchmod
+
+    rows = benchmod.format_table(report)
+    table = Table(title=title, title_justify="left")
+    for column in rows[0]:
+        table.add_column(column, overflow="fold")
+    notes = []
+    for row, result in zip(rows[1:], report.results):
+        if result.error:
+            notes.append(f"[{len(notes) + 1}] {result.name}: {result.error}")
+            row = [row[0], f"{'refuses' if result.refused else 'failed'} [{len(notes)}]"] + row[2:]
+        table.add_row(*row)
+    console.print(table)
+    for line in notes:
+        console.print(line)
+
+
 @main.command()
 @click.option("--model", "model_name", required=True, help="a registered model (cachelab models)")
 @click.option("--policies", default=None,
@@ -237,19 +262,9 @@ def bench(model_name, policies, steps, num_prompts, guidance, repeats, with_diff
 
     report = benchmod.run_bench(model, cases, prompts, seeds, steps, guidance, repeats,
                                 on_result=keep_sample if samples else None)
-    rows = benchmod.format_table(report)
-    table = Table(title=f"{model.name} on {report.device}: {steps} steps, guidance {guidance}, {num_prompts} prompts, "
-                        f"{repeats} timed run(s) per case", title_justify="left")
-    for column in rows[0]:
-        table.add_column(column, overflow="fold")
-    notes = []
-    for row, result in zip(rows[1:], report.results):
-        if result.error:  # the reason goes under the table, where it has the width to be read
-            notes.append(f"[{len(notes) + 1}] {result.name}: {result.error}")
-            row = [row[0], f"{'refuses' if result.refused else 'failed'} [{len(notes)}]"] + row[2:]
-        table.add_row(*row)
-    console.print(table)
-    for line in notes + benchmod.pair_comparisons(report):
+    _print_report(report, f"{model.name} on {report.device}: {steps} steps, guidance {guidance}, {num_prompts} "
+                          f"prompts, {repeats} timed run(s) per case")
+    for line in benchmod.pair_comparisons(report):
         console.print(line)
     if not model.trained:
         console.print("[yellow]random weights: PSNR/SSIM/prompt following are meaningless here[/yellow]")
@@ -422,6 +437,54 @@ def search(model, policy, trials, objectives, prompts, storage, study, workers, 
         console.print(f"plot     {result.plot_path}")
     console.print(f"trials   {result.csv_path}")
     console.print(f"study    {result.study_name!r} in {result.storage}")
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC.yaml", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="output directory [default: ablations/<spec file stem>]; finished arms there are skipped")
+@click.option("--model", "model_name", default=None, help="run the spec on this model instead of its own")
+@click.option("--prompts", "num_prompts", type=int, default=None, help="how many of the model's prompts, "
+              "instead of the spec's")
+@click.option("--steps", type=int, default=None, help="sampling steps, instead of the spec's")
+@click.option("--repeats", type=int, default=None, help="timed generations per arm, instead of the spec's")
+@click.option("--restart", is_flag=True, help="discard the arms in the output directory and run every one again")
+@click.option("--wandb/--no-wandb", "use_wandb", default=True, show_default=True,
+              help="one W&B run per arm, grouped by the ablation's name (offline unless logged in)")
+@click.option("--wandb-project", default=None, help="W&B project [default: $WANDB_PROJECT or cachelab]")
+@click.option("--samples/--no-samples", default=True, show_default=True,
+              help="a side-by-side GIF (uncached vs arm, first prompt) per arm")
+@click.option("--progress/--no-progress", default=True, help="show a progress bar over the arms")
+@_device_option
+def ablate(spec_path, out_dir, model_name, num_prompts, steps, repeats, restart, use_wandb, wandb_project, samples,
+           progress, device) -> None:
+    """Run an ablation: a base policy and named arms on the same prompts and seeds (resumable; W&B; table)."""
+    from pathlib import Path
+
+    from cachelab.ablation import load_spec, run_ablation
+
+    spec = load_spec(spec_path, model=model_name, prompts=num_prompts, steps=steps, repeats=repeats)
+    out = Path(out_dir) if out_dir else Path("ablations") / Path(spec_path).stem
+    result = run_ablation(spec, out, device=device, wandb=use_wandb, wandb_project=wandb_project, restart=restart,
+                          samples=samples, progress=progress, command=["cachelab", *click.get_current_context().meta["argv"]],
+                          echo=console.print)
+    report = result.report
+    _print_report(report, f"ablation {spec.name!r}: {report.model} on {report.device}, {report.steps} steps, "
+                          f"guidance {report.guidance}, {len(report.prompts)} prompts, {report.repeats} timed run(s) "
+                          "per arm")
+    for arm, finding in spec.paper.items():
+        console.print(f"paper, {arm}: {finding}")
+    if spec.expected:
+        console.print(f"expected: {spec.expected}")
+    if not result.report.trained:
+        console.print("[yellow]random weights: PSNR/SSIM/prompt following are meaningless here[/yellow]")
+    if result.skipped:
+        console.print(f"finished before, skipped: {', '.join(result.skipped)}")
+    json_path, csv_path = result.table_paths
+    console.print(f"wrote {json_path}, {csv_path} and arms/ in {result.out_dir}")
+    if result.failed:
+        raise click.ClickException(f"arms failed: {', '.join(result.failed)} (see above); run the command again "
+                                   "to retry them, the finished arms are kept")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,6 +37,7 @@ __all__ = [
     "MediaError",
     "MediaFormatError",
     "MediaPathError",
+    "atomic_write",
     "mp4_available",
     "save_video",
     "side_by_side",
@@ -96,7 +97,7 @@ def check_writable(path: str | os.PathLike, allowed: tuple[str, ...] = VIDEO_SUF
     return _prepare_path(path, allowed)
 
 
-def _atomic_write(p: Path, write: Callable[[str], None]) -> Path:
+def atomic_write(p: Path, write: Callable[[str], None]) -> Path:
     """``write(tmp)`` to a temporary file next to ``p``, then rename it to ``p``."""
     tmp = p.with_name(f".{p.stem}.{uuid.uuid4().hex[:8]}.tmp{p.suffix}")
     try:
@@ -236,7 +237,7 @@ def _write_frames(frames: np.ndarray, p: Path, fps: float) -> Path:
         def write(tmp: str) -> None:
             iio.imwrite(tmp, frames, extension=".gif", duration=round(1000 / fps), loop=0)
 
-    return _atomic_write(p, write)
+    return atomic_write(p, write)
 
 
 def _check_fps(fps) -> None:
@@ -356,7 +357,7 @@ def _new_figure(figsize: tuple[float, float]):
 
 
 def _save_figure(fig, p: Path) -> Path:
-    return _atomic_write(p, lambda tmp: fig.savefig(tmp, format="png", facecolor="white"))
+    return atomic_write(p, lambda tmp: fig.savefig(tmp, format="png", facecolor="white"))
 
 
 def _frame_indices(num_frames: int, frames) -> list[int]:

@@ -157,8 +157,9 @@ def deep_merge(base: dict, update: dict) -> dict:
     return out
 
 
-def format_validation_error(policy: str, config_cls: type[BaseModel], exc: ValidationError) -> str:
-    lines = [f"invalid parameters for policy {policy!r}:"]
+def format_validation_error(policy: str, config_cls: type[BaseModel], exc: ValidationError,
+                            header: str | None = None) -> str:
+    lines = [header or f"invalid parameters for policy {policy!r}:"]
     known = ", ".join(config_cls.model_fields)
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "(config)"

@@ -1,4 +1,5 @@
-"""Weights & Biases logging of a search: one run per trial, grouped by study, and one summary run.
+"""Weights & Biases logging of a search (one run per trial, grouped by study, and one summary run) and of an
+ablation (one run per arm, grouped by the ablation's name: :meth:`Tracker.log_run`).
 
 Each trial run (``job_type="trial"``, ``group=<study>``) holds the policy dict and sampled parameters as config;
 its summary the objective values (``objective/<name>``), ideal speedup, computed fraction overall and per site
@@ -93,6 +94,31 @@ class Tracker:
             kwargs["dir"] = str(c.out_dir)
         return wandb.init(**kwargs)
 
+    def _log(self, wandb, name: str, job_type: str, config: dict, summary: dict, media: dict[str, Path]) -> None:
+        """One run: ``config``, ``summary`` and ``media`` files logged once (.png as images, .gif/.mp4 as videos)."""
+        logged = {key: wandb.Image(str(path)) if Path(path).suffix == ".png"
+                  else wandb.Video(str(path), format=Path(path).suffix[1:]) for key, path in media.items()}
+        run = self._init(wandb, name, job_type, config)
+        try:
+            if logged:
+                run.log(logged)
+            run.summary.update(summary)
+        finally:
+            run.finish()
+
+    def log_run(self, name: str, job_type: str, config: dict, summary: dict, media: dict[str, Path] | None = None,
+                what: str = "") -> None:
+        """One run in the group (e.g. an ablation arm); a failure warns that logging ``what`` failed."""
+        if not self.enabled:
+            return
+        try:
+            wandb = self._wandb()
+            if wandb is not None:
+                self._log(wandb, name, job_type, config, summary, media or {})
+        except Exception as exc:  # noqa: BLE001 - W&B must never stop the work it logs
+            warnings.warn(f"W&B logging of {what or name} failed ({type(exc).__name__}: {exc}); the work goes on",
+                          stacklevel=2)
+
     def log_trial(self, trial, measurement, objective_names) -> None:
         """One run for a finished trial (``optuna.trial.FrozenTrial``); ``measurement`` is None when pruned."""
         if not self.enabled:
@@ -108,27 +134,19 @@ class Tracker:
             media_dir = Path(self.config.out_dir) / "media"
             logged = {}
             if measurement is not None and measurement.reuse:
-                path = media.reuse_map(measurement.reuse, media_dir / f"trial_{n}_reuse.png",
-                                       title=f"{self.config.group} trial {n}", roles=measurement.roles)
-                logged["reuse_map"] = wandb.Image(str(path))
+                logged["reuse_map"] = media.reuse_map(measurement.reuse, media_dir / f"trial_{n}_reuse.png",
+                                                      title=f"{self.config.group} trial {n}", roles=measurement.roles)
             if measurement is not None and measurement.sample is not None:
-                path = media.save_video(measurement.sample[0], media_dir / f"trial_{n}_sample.gif")
-                logged["sample"] = wandb.Video(str(path), format="gif")
+                logged["sample"] = media.save_video(measurement.sample[0], media_dir / f"trial_{n}_sample.gif")
             config = {"trial": n, "policy": attrs.get("policy"), "params": dict(trial.params), **self.config.setup}
-            run = self._init(wandb, f"trial-{n}", "trial", config)
-            try:
-                if logged:
-                    run.log(logged)
-                summary: dict[str, Any] = {"trial": n, "state": trial.state.name}
-                if trial.values is not None:
-                    summary.update({f"objective/{k}": v for k, v in zip(objective_names, trial.values)})
-                summary.update({k: attrs[k] for k in _SUMMARY_ATTRS if attrs.get(k) is not None})
-                for kind, fraction in (attrs.get("computed_fraction_by_kind") or {}).items():
-                    if fraction is not None:
-                        summary[f"computed_fraction/{kind}"] = fraction
-                run.summary.update(summary)
-            finally:
-                run.finish()
+            summary: dict[str, Any] = {"trial": n, "state": trial.state.name}
+            if trial.values is not None:
+                summary.update({f"objective/{k}": v for k, v in zip(objective_names, trial.values)})
+            summary.update({k: attrs[k] for k in _SUMMARY_ATTRS if attrs.get(k) is not None})
+            for kind, fraction in (attrs.get("computed_fraction_by_kind") or {}).items():
+                if fraction is not None:
+                    summary[f"computed_fraction/{kind}"] = fraction
+            self._log(wandb, f"trial-{n}", "trial", config, summary, logged)
         except Exception as exc:  # noqa: BLE001 - W&B must never stop a search
             warnings.warn(f"W&B logging of trial {trial.number} failed ({type(exc).__name__}: {exc}); "
                           "the search goes on", stacklevel=2)
