@@ -32,6 +32,7 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import socket
 import statistics
 import subprocess
@@ -93,6 +94,14 @@ def commit() -> str:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def command_line(argv: list[str]) -> str:
+    """How this script was started, from the repository root (under torchrun: as torchrun would be called)."""
+    script = os.path.relpath(os.path.abspath(argv[0]), Path(__file__).resolve().parents[1])
+    launcher = ["python"] if "LOCAL_WORLD_SIZE" not in os.environ else [
+        "torchrun", f"--nproc-per-node={os.environ['LOCAL_WORLD_SIZE']}"]
+    return shlex.join([*launcher, script, *argv[1:]])
 
 
 def device_name() -> str:
@@ -161,16 +170,18 @@ def generate(loop, steps: int) -> torch.Tensor:
 def timed(loop, args, device, together: bool = True) -> list[float]:
     """Latencies of ``--repeats`` generations after a warm-up; ``together``: every rank starts and stops each one
     at a barrier (context parallel), else this rank alone."""
-    with warnings.catch_warnings():  # a warm-up shorter than a schedule's windows reuses nothing, by design
+    times = []
+    # a warm-up shorter than a schedule's windows reuses nothing, by design (warned at the next generation's
+    # start); the table's computed-MACs column shows what the timed generations reused
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", NothingReusedWarning)
         generate(loop, args.warmup_steps)
-    times = []
-    for _ in range(args.repeats):
-        sync(device, together)
-        start = time.perf_counter()
-        generate(loop, args.steps)
-        sync(device, together)
-        times.append(time.perf_counter() - start)
+        for _ in range(args.repeats):
+            sync(device, together)
+            start = time.perf_counter()
+            generate(loop, args.steps)
+            sync(device, together)
+            times.append(time.perf_counter() - start)
     return times
 
 
@@ -231,7 +242,7 @@ def write_table(args, argv: list[str]) -> dict:
         label = "uncached" if r["policy"] is None else r["policy"] + (f" ({r['params']})" if r["params"] else "")
         speedup = base["latency_s"] / r["latency_s"] if base else None
         table.append({**r, "label": label, "speedup": speedup})
-    report = {"device": device_name(), "command": " ".join(argv), "date": datetime.datetime.now(
+    report = {"device": device_name(), "command": command_line(argv), "date": datetime.datetime.now(
         datetime.timezone.utc).isoformat(timespec="seconds"), "commit": commit(), "rows": table}
     (args.out / "table.json").write_text(json.dumps(report, indent=1))
     lines = [f"# Caches on context parallelism ({table[0]['preset'] if table else args.preset})", "",
