@@ -190,10 +190,21 @@ def all_policies(rank: int, world: int) -> dict:
     return {"wan": run_all("wan", world), "ltx": run_all("ltx", world)}
 
 
+def applied_first(rank: int, world: int):
+    """fbcache applied before diffusers' enable_parallelism (its hooks then wrap cachelab's), then removed."""
+    pipe = wan_pipeline()
+    handle = cachelab.apply(pipe, "fbcache", **POLICIES["fbcache"])
+    enable_ulysses(pipe.transformer, world)
+    frames = run_wan(pipe, None)[0]
+    events = {f"{key}@{step}": list(row) for (key, step), row in handle.stats().record.events.items()}
+    handle.remove()
+    return frames, events, run_wan(pipe, None)[0]
+
+
 def everything(rank: int, world: int) -> dict:
     """What tests/test_context_parallel.py reads, from one spawn (each costs seconds of imports)."""
     return {"policies": all_policies(rank, world), "metrics": rank_metrics(rank, world),
-            "errors": rank_errors(rank, world)}
+            "errors": rank_errors(rank, world), "applied_first": applied_first(rank, world)}
 
 
 def rank_metrics(rank: int, world: int) -> dict:

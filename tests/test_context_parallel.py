@@ -57,6 +57,20 @@ def test_ranks_decide_alike_and_match_one_process(ranks, single, model, policy):
     assert torch.equal(latents0, reference)
 
 
+def test_applying_before_enable_parallelism_works_alike(spawned, single):
+    reference, reference_events = single["wan"]["fbcache"]
+    for rank in spawned:
+        frames, events, _ = rank["applied_first"]
+        assert events == reference_events
+        assert torch.equal(frames, reference)
+
+
+def test_removed_hooks_leave_the_parallel_model_as_it_was(spawned, single):
+    for rank in spawned:
+        *_, after_removal = rank["applied_first"]
+        assert torch.equal(after_removal, single["wan"]["uncached"][0])
+
+
 @pytest.fixture(scope="module")
 def metrics(spawned):
     return [rank["metrics"] for rank in spawned]

@@ -442,6 +442,9 @@ class _DenoiserHook(_OutsideGraphs, ModuleHook):
             runtime.start_generation(t, index)
         sample = self._sample(args, kwargs)
         batch = int(sample.shape[0]) if sample is not None else 1
+        if runtime.parallel is not None and tracker.batched is None and sample is not None:
+            # batched CFG is recognised by equal halves: decided on the whole latents, so alike on every rank
+            sample = runtime.whole_input("hidden_states", sample)
         branches = tracker.branches_for_call(call_index, batch, sample)
         ctx = tracker.context(t, branches, max(batch // len(branches), 1))
         runtime.ctx = ctx
