@@ -261,6 +261,16 @@ def rank_errors(rank: int, world: int) -> dict:
             loop(steps=2)
         except Exception as exc:  # noqa: BLE001 - the test reads the type and message
             out["indivisible"] = (type(exc).__name__, str(exc), dict(handle.runtime.record.events))
+    # Wan is split inside its forward (the RoPE table, the first block's input): 1 x 3 x 3 patches = 9 tokens
+    wan = TINY_TRANSFORMERS["wan"].build(0)
+    enable_ulysses(wan, world)
+    inputs = TINY_TRANSFORMERS["wan"].inputs(1, 500.0)
+    inputs["hidden_states"] = inputs["hidden_states"][:, :, :1, :6, :6]
+    with cachelab.apply(wan, "pab"):
+        try:
+            wan(**inputs)
+        except Exception as exc:  # noqa: BLE001
+            out["indivisible_inside"] = (type(exc).__name__, str(exc))
     pipe = wan_pipeline()
     enable_ulysses(pipe.transformer, world)
     attention_calls = []

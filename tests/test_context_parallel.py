@@ -106,6 +106,13 @@ def test_a_world_size_that_does_not_divide_the_sequence_is_refused_before_any_st
         assert not events  # no site ran
 
 
+def test_a_sequence_split_inside_the_model_names_the_module_and_the_length(errors):
+    for rank in errors:
+        kind, message = rank["indivisible_inside"]
+        assert kind == "ParallelError"
+        assert "splits 9 tokens" in message and "at rope" in message and "World sizes that divide it: 3, 9" in message
+
+
 def test_a_policy_that_cannot_run_sharded_is_refused_before_any_step(errors):
     for rank in errors:
         kind, message, attention_calls = rank["unsharded_policy"]
