@@ -7,6 +7,7 @@ from cachelab.errors import (
     HookStackError,
     LayoutError,
     NothingReusedWarning,
+    ParallelError,
     PolicyError,
     SiteError,
     TargetError,
@@ -40,5 +41,6 @@ __all__ = [
     "AlreadyAppliedError",
     "LayoutError",
     "NothingReusedWarning",
+    "ParallelError",
     "HookStackError",
 ]

@@ -29,6 +29,10 @@ class LayoutError(CachelabError, ValueError):
     """A tensor has a layout a policy cannot work on."""
 
 
+class ParallelError(CachelabError, ValueError):
+    """Context parallelism cannot run this generation as asked: a world size that does not divide the sequence."""
+
+
 class NothingReusedWarning(UserWarning):
     """A whole generation ran with the policy attached and reused nothing: the policy cost time and saved none.
 

@@ -17,7 +17,8 @@ from torch.utils import flop_counter
 
 from cachelab.hooks.context import StepContext, StepTracker, plan_contexts
 from cachelab.hooks.history import CLOCK, History, tree_leaves
-from cachelab.errors import NothingReusedWarning
+from cachelab.errors import NothingReusedWarning, PolicyError
+from cachelab.hooks.parallel import ContextParallel, check_split_inputs, context_parallel_of
 from cachelab.hooks.registry import ModuleHook, attach, detach_all
 from cachelab.hooks.stats import GenerationRecord, Stats
 from cachelab.hooks.sites import Site, denoiser_key
@@ -30,6 +31,11 @@ class Controller(Protocol):
     history: int
     #: True when ``compute_at`` depends only on the step context, so plans can be built ahead
     static: bool
+
+    #: True when a data-dependent controller (``static`` False) reads its data through ``runtime.reduce_sum`` (or
+    #: only through values that are whole on every rank), so that its decisions agree on every rank of a
+    #: context-parallel group; static controllers agree by construction
+    reduces_across_ranks: bool
 
     #: True when the controller overrides ``forward``; False when its calls follow the plan (run unchanged, or
     #: replaced by ``reuse``), which lets the runtime skip building a :class:`Call` on plain compute steps
@@ -417,8 +423,11 @@ class _DenoiserHook(_OutsideGraphs, ModuleHook):
             args, kwargs = payload.args, payload.kwargs
         try:
             output = original(*args, **kwargs)
-        except BaseException:
+        except BaseException as exc:
             methods["exit"]()
+            explained = self.runtime.parallel.explain(exc) if self.runtime.parallel is not None else None
+            if explained is not None:
+                raise explained from None
             raise
         return methods["finish"](output)
 
@@ -433,6 +442,9 @@ class _DenoiserHook(_OutsideGraphs, ModuleHook):
             runtime.start_generation(t, index)
         sample = self._sample(args, kwargs)
         batch = int(sample.shape[0]) if sample is not None else 1
+        if runtime.parallel is not None and tracker.batched is None and sample is not None:
+            # batched CFG is recognised by equal halves: decided on the whole latents, so alike on every rank
+            sample = runtime.whole_input("hidden_states", sample)
         branches = tracker.branches_for_call(call_index, batch, sample)
         ctx = tracker.context(t, branches, max(batch // len(branches), 1))
         runtime.ctx = ctx
@@ -478,6 +490,12 @@ class _DenoiserHook(_OutsideGraphs, ModuleHook):
             runtime.flop_counter = counter
             try:
                 original(*args, **kwargs)
+            except BaseException as exc:
+                runtime.ctx = None
+                explained = runtime.parallel.explain(exc) if runtime.parallel is not None else None
+                if explained is not None:
+                    raise explained from None
+                raise
             finally:
                 runtime.flop_counter = None
         runtime.profile_complete(signature, self.site, counter.get_total_flops() / 2, ctx)
@@ -567,6 +585,8 @@ class Runtime:
         self.count_macs = count_macs
         self.ctx: StepContext | None = None
         self.flop_counter = None
+        #: diffusers' context-parallel group of the hooked model, found at the start of every generation
+        self.parallel: ContextParallel | None = None
         self.slots: dict[str, _SiteSlot] = {}
         self.sites: list[Site] = [s for s, _ in assignments]
         self.records: list[GenerationRecord] = []
@@ -579,6 +599,7 @@ class Runtime:
         self._cache_samples: list[tuple[int, int, int, list]] = []
         self._attached: list[tuple[nn.Module, str]] = []  # (module, hook name), in attach order
         self._denoiser_sites: dict[str, Site] = {}
+        self._pre_hooks: list = []
         for site, controller in assignments:
             self.slots[site.key] = _SiteSlot(site, controller, site.module.forward)
         try:
@@ -592,6 +613,8 @@ class Runtime:
                 name = f"cachelab:{site.key}"
                 attach(model, _DenoiserHook(self, site, slot, model.forward), name)
                 self._attached.append((model, name))
+                # a torch pre-hook runs before diffusers' hooks, whose split of the inputs precedes cachelab's entry
+                self._pre_hooks.append(model.register_forward_pre_hook(check_split_inputs, with_kwargs=True))
             for site in self.sites:
                 if site.role != "denoiser":
                     name = f"cachelab:{site.key}"
@@ -606,6 +629,9 @@ class Runtime:
         """Detach every hook, or none (:class:`~cachelab.errors.HookStackError` says what blocks it)."""
         detach_all(reversed(self._attached))
         self._attached.clear()
+        for hook in self._pre_hooks:
+            hook.remove()
+        self._pre_hooks.clear()
         self.reset_state()
         self.check_reuse()
 
@@ -639,6 +665,7 @@ class Runtime:
         """Called on the first denoiser call of a generation: clear stored values, build plans."""
         self.check_reuse()  # of the generation that just ended
         self.reset_state()
+        self.parallel = self._find_parallel()
         if self.schedule_source is not None and self.tracker.schedule is None:
             timesteps = self.schedule_source()
             if timesteps is not None and len(timesteps):
@@ -653,6 +680,41 @@ class Runtime:
                 slot.plan = slot.keep = slot.last_use = None
             else:
                 slot.build_plan(contexts)
+
+    # -- context parallelism -------------------------------------------------------------------------------------
+    def _find_parallel(self) -> ContextParallel | None:
+        """The context-parallel group of the hooked denoisers (enabled before or after the handle was applied),
+        after checking that every controller decides alike on every rank."""
+        found = next((p for p in map(context_parallel_of, (s.module for s in self._denoiser_sites.values()))
+                      if p is not None), None)
+        if found is None:
+            return None
+        refused = sorted({getattr(slot.controller, "name", "") or type(slot.controller).__name__
+                          for slot in self.slots.values()
+                          if not slot.controller.static and not getattr(slot.controller, "reduces_across_ranks", False)})
+        if refused:
+            raise PolicyError(
+                f"policy {', '.join(map(repr, refused))} cannot run sharded: under {found.describe()} its "
+                f"data-dependent decisions would read only this rank's shard of the sequence, so ranks could "
+                "disagree and wait for each other forever. Allowed: policies whose decisions depend on the step only "
+                "(plans), and data-dependent ones that reduce their metrics across ranks (set "
+                "reduces_across_ranks = True after reading data through call.runtime.reduce_sum or "
+                "cachelab.policies.streams.mean_abs)."
+            )
+        return found
+
+    def reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` summed over the ranks of the model's context-parallel group (itself without one): what a
+        data-dependent decision reads, so every rank decides alike."""
+        return tensor if self.parallel is None else self.parallel.reduce_sum(tensor)
+
+    def whole_input(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        """The denoiser input ``name`` as the pipeline passed it: gathered from every rank where diffusers split
+        it before the denoiser's forward (LTX-Video, Flux), unchanged otherwise."""
+        if self.parallel is None:
+            return tensor
+        dim = self.parallel.input_split_dim(name, tensor)
+        return tensor if dim is None else self.parallel.gather(tensor, dim)
 
     # -- counting ----------------------------------------------------------------------------------------------
     def count(self, site: Site, call: Call) -> None:

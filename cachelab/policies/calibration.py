@@ -25,6 +25,7 @@ import yaml
 from cachelab.errors import PolicyError
 from cachelab.policies.dbcache import relative_l1
 from cachelab.policies.stack import StackCache, modulated_input
+from cachelab.policies.streams import mean_abs
 
 #: where the bundled models' weights, and their calibration files, live in the package
 SHIPPED = Path(__file__).resolve().parents[1] / "zoo" / "weights"
@@ -147,6 +148,7 @@ class Recorder(StackCache):
     ratio."""
 
     name = "calibrate"
+    reduces_across_ranks = True  # never skips; what it records is reduced over the ranks
 
     def __init__(self, policy: str, modulated_input: str | None = None):
         super().__init__()
@@ -167,7 +169,7 @@ class Recorder(StackCache):
         if self.policy == "teacache":
             current = modulated_input(self.name, self._models[site.denoiser], site, call, self.probe)
             if "modulated" in state:
-                self._record(call)["input"][call.ctx.step] = relative_l1(current, state["modulated"])
+                self._record(call)["input"][call.ctx.step] = relative_l1(current, state["modulated"], call.runtime)
             state["modulated"] = current
         return False
 
@@ -178,9 +180,9 @@ class Recorder(StackCache):
         if previous is None:
             record["ratio"][step] = 1.0
         else:
-            record["output"][step] = relative_l1(current, previous)
+            record["output"][step] = relative_l1(current, previous, call.runtime)
             ratio = torch.linalg.norm(current.float(), dim=-1) / (torch.linalg.norm(previous.float(), dim=-1) + 1e-8)
-            record["ratio"][step] = ratio.mean().item()
+            record["ratio"][step] = mean_abs(call.runtime, ratio)[0].item()  # ratios are positive
         state["previous"] = current
 
     def fit(self, steps: int, policy: str | None = None) -> list[float]:

@@ -34,7 +34,7 @@ from pydantic import Field
 from cachelab.errors import PolicyError
 from cachelab.policies.base import Policy, PolicyConfig, require_sites
 from cachelab.policies.registry import register_policy
-from cachelab.policies.streams import block_input, passthrough, rebuild_streams, split_streams, stream_names
+from cachelab.policies.streams import block_input, mean_abs, passthrough, rebuild_streams, split_streams, stream_names
 
 
 class DualBlockCacheConfig(PolicyConfig):
@@ -93,6 +93,7 @@ class DualBlockCache(Policy):
     Config = DualBlockCacheConfig
     history = 0  # everything lives in the deciding block's per-generation state
     static = False  # the decision reads the front blocks' output
+    reduces_across_ranks = True  # relative_l1 adds every rank's shard
 
     @property
     def settings(self) -> DualBlockCacheConfig:
@@ -150,7 +151,7 @@ class DualBlockCache(Policy):
         skip = (
             self._may_skip(call.ctx.step, shared)
             and "tail_residual" in shared
-            and relative_l1(residual, shared["residual"]) < self.settings.threshold
+            and relative_l1(residual, shared["residual"], call.runtime) < self.settings.threshold
         )
         shared.update(step=call.ctx.step, skip=skip)
         shared["streak"] = shared.get("streak", 0) + 1 if skip else 0
@@ -200,12 +201,13 @@ class DualBlockCache(Policy):
         return stream_names(self.name, site, call, output)
 
 
-def relative_l1(current: torch.Tensor, previous: torch.Tensor) -> float:
-    """``mean|current - previous| / mean|previous|`` (inf for a zero reference, so it never skips)."""
-    scale = previous.abs().mean()
+def relative_l1(current: torch.Tensor, previous: torch.Tensor, runtime) -> float:
+    """``mean|current - previous| / mean|previous|`` (inf for a zero reference, so it never skips), over the whole
+    sequence when the model is split across ranks (:func:`~cachelab.policies.streams.mean_abs`)."""
+    change, scale = mean_abs(runtime, current - previous, previous)
     if scale == 0:
         return float("inf")
-    return ((current - previous).abs().mean() / scale).item()
+    return (change / scale).item()
 
 
 def _reached(count: int, cap: int | None) -> bool:

@@ -31,7 +31,7 @@ from pydantic import Field
 from cachelab.errors import PolicyError
 from cachelab.policies.base import Policy, PolicyConfig, require_sites
 from cachelab.policies.registry import register_policy
-from cachelab.policies.streams import sample_of, with_sample
+from cachelab.policies.streams import mean_abs, sample_of, with_sample
 
 
 class EasyCacheConfig(PolicyConfig):
@@ -59,30 +59,35 @@ class EasyCache(Policy):
     Config = EasyCacheConfig
     history = 0  # the references live in the denoiser's per-generation state
     static = False  # the decision reads the denoiser's inputs and outputs
+    reduces_across_ranks = True  # its means go through mean_abs; its input is gathered where diffusers split it
 
     def select(self, sites):
         return require_sites(self, sites, ("denoiser",))
 
     def forward(self, site, call):
         state = call.state.setdefault(call.ctx.branches, {})
-        x = _sample_input(site, call).clone()  # kept across steps: the pipeline owns the tensor it passed
-        error = self._estimate(call.ctx, state, x)
+        # kept across steps: the pipeline owns the tensor it passed. Under context parallelism the denoiser's
+        # output is whole on every rank, so the input must be too (LTX-Video and Flux receive it split)
+        x = call.runtime.whole_input(*_sample_input(site, call)).clone()
+        error = self._estimate(call, state, x)
         state["x_prev"] = x
         if error is not None and error < self.config.threshold:
             state["error"] = error
             return with_sample(state["output"], x + (state["v"] - state["x"]))
         state["error"] = 0.0
-        return call.defer(then=lambda output: self._keep(state, x, output))
+        return call.defer(then=lambda output: self._keep(call, state, x, output))
 
-    def _estimate(self, ctx, state: dict, x: torch.Tensor) -> torch.Tensor | None:
+    def _estimate(self, call, state: dict, x: torch.Tensor) -> torch.Tensor | None:
         """The accumulated estimate of the relative output change if this step were skipped (a 0-d tensor, inf or
         NaN for a zero norm, which then computes, as in the reference); None when the step must compute."""
+        ctx = call.ctx
         last_step = ctx.num_steps is not None and ctx.step >= ctx.num_steps - 1
         if ctx.step < self.config.warmup_steps or last_step or "k" not in state:
             return None
-        return state["error"] + state["k"] * ((x - state["x_prev"]).abs().mean() / state["v"].abs().mean())
+        change, size = mean_abs(call.runtime, x - state["x_prev"], state["v"])
+        return state["error"] + state["k"] * (change / size)
 
-    def _keep(self, state: dict, x: torch.Tensor, output):
+    def _keep(self, call, state: dict, x: torch.Tensor, output):
         v = sample_of(self.name, output)
         if v.shape != x.shape:
             raise PolicyError(
@@ -91,18 +96,19 @@ class EasyCache(Policy):
                 "has twice the input's channels; an image-conditioned input carries extra ones)"
             )
         if "v" in state:
-            state["k"] = (v - state["v"]).abs().mean() / (x - state["x"]).abs().mean()
+            output_change, input_change = mean_abs(call.runtime, v - state["v"], x - state["x"])
+            state["k"] = output_change / input_change
         # the output's structure is the template of reused values; its sample is copied, as the pipeline owns it
         state.update(output=output, v=v.clone(), x=x)
         return output
 
 
-def _sample_input(site, call) -> torch.Tensor:
-    """The denoiser's noisy input (the latent it predicts from)."""
+def _sample_input(site, call) -> tuple[str, torch.Tensor]:
+    """The name and value of the denoiser's noisy input (the latent it predicts from)."""
     for name in ("hidden_states", "sample", "x", "latents"):
         value = call.argument(name)
         if isinstance(value, torch.Tensor):
-            return value
+            return name, value
     if call.args and isinstance(call.args[0], torch.Tensor):
-        return call.args[0]
+        return "hidden_states", call.args[0]
     raise PolicyError(f"easycache: the denoiser {site.key or type(site.module).__name__} takes no tensor sample")

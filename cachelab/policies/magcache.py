@@ -71,6 +71,7 @@ class MagCache(StackCache):
     """Skip the block stack while the calibrated residual magnitude ratios say it barely changes."""
 
     Config = MagCacheConfig
+    reduces_across_ranks = True  # decisions read the calibrated ratios and the step only, never the shard
     steps_bound = True  # a calibration holds for the step count it was made at
 
     def select(self, sites):

@@ -86,6 +86,20 @@ def passthrough(policy: str, site, call, names: tuple[str, ...] | None):
     return tuple(block_input(policy, site, call, n) if n else None for n in names)
 
 
+def mean_abs(runtime, *tensors: torch.Tensor) -> list[torch.Tensor]:
+    """``mean|t|`` of each tensor as 0-d tensors, over the whole sequence under context parallelism: the sums and
+    element counts of every rank are added in one all-reduce, which gives the mean of a sharded tensor and leaves
+    one that is whole on every rank unchanged, and gives every rank the same values (so the same decisions).
+    Without a context-parallel group, exactly ``t.abs().mean()``."""
+    if runtime.parallel is None:
+        return [t.abs().mean() for t in tensors]
+    sums = [t.abs().sum(dtype=torch.float32) for t in tensors]
+    counts = [torch.tensor(float(t.numel()), device=t.device) for t in tensors]
+    totals = runtime.reduce_sum(torch.stack(sums + counts))
+    n = len(tensors)
+    return [(totals[i] / totals[n + i]).to(t.dtype) for i, t in enumerate(tensors)]
+
+
 def sample_of(policy: str, output: Any) -> torch.Tensor:
     """The predicted sample in a denoiser's output (a tensor, a tuple led by it, or an output with ``.sample``)."""
     if isinstance(output, torch.Tensor):

@@ -71,6 +71,7 @@ class TeaCache(StackCache):
     """Skip the block stack while the rescaled change of the first block's modulated input stays small."""
 
     Config = TeaCacheConfig
+    reduces_across_ranks = True  # relative_l1 adds every rank's shard of the modulated input
     steps_bound = True  # a calibration holds for the step count it was made at
 
     def select(self, sites):
@@ -93,7 +94,7 @@ class TeaCache(StackCache):
         if ctx.step in (0, ctx.num_steps - 1) or previous is None or "residual" not in state:
             state["distance"] = 0.0
             return False
-        state["distance"] = state.get("distance", 0.0) + float(np.poly1d(coefficients)(relative_l1(current, previous)))
+        state["distance"] = state.get("distance", 0.0) + float(np.poly1d(coefficients)(relative_l1(current, previous, call.runtime)))
         if state["distance"] < self.config.threshold:
             return True
         state["distance"] = 0.0

@@ -156,9 +156,10 @@ def worker_info() -> dict:
     return {"host": socket.gethostname(), "pid": pid, "start": _process_start(pid)}
 
 
-def register_worker(study: optuna.Study) -> dict:
-    """Record this process as a worker of ``study`` (before it asks for trials); returns its identity."""
-    info = worker_info()
+def register_worker(study: optuna.Study, device: str | None = None) -> dict:
+    """Record this process as a worker of ``study`` (before it asks for trials); returns its identity, with the
+    device it runs trials on."""
+    info = {**worker_info(), "device": device}
     study.set_user_attr(f"{WORKER_ATTR_PREFIX}{info['host']}:{info['pid']}", info)
     return info
 

@@ -188,7 +188,7 @@ def run_search(
             if finished < trials and n_workers == 1:
                 evaluator = Evaluator(model_obj, workload, references, objs)
                 _optimize(st, search_space, objs, evaluator, Tracker(tracking), trials, heartbeat,
-                          on_trial=lambda frozen: _advance(bar, st))
+                          on_trial=lambda frozen: _advance(bar, st), device=str(evaluator.device))
             elif finished < trials:
                 del model_obj
                 gc.collect()
@@ -347,9 +347,9 @@ def _finished(st: optuna.Study) -> int:
 
 
 def _optimize(st: optuna.Study, space: SearchSpace, objs: Objectives, evaluator: Evaluator, tracker: Tracker,
-              target: int, heartbeat: bool, on_trial=None) -> None:
+              target: int, heartbeat: bool, on_trial=None, device: str | None = None) -> None:
     """Run trials in this process until the study holds ``target`` finished trials (counting other workers')."""
-    worker = register_worker(st)
+    worker = register_worker(st, device)
     measured: dict[int, Any] = {}
     state = {"failures": 0, "last_error": "", "surplus": False}
 

@@ -51,7 +51,7 @@ def main(argv: list[str]) -> int:
         tracker = Tracker(TrackingConfig(**payload["tracking"]))
         _wait_for_the_others(payload_path.parent, index, payload.get("n_workers", 1))
         _optimize(study, space, objs, Evaluator(model, workload, references, objs), tracker, payload["trials"],
-                  payload["heartbeat"])
+                  payload["heartbeat"], device=device)
         return 0
     except BaseException as exc:  # noqa: BLE001 - everything (KeyboardInterrupt too) goes to the main process
         from cachelab.errors import CachelabError
