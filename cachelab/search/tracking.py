@@ -17,7 +17,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlparse
 
 __all__ = ["Tracker", "TrackingConfig", "logged_in", "wandb_mode"]
@@ -132,6 +132,24 @@ class Tracker:
         except Exception as exc:  # noqa: BLE001 - W&B must never stop a search
             warnings.warn(f"W&B logging of trial {trial.number} failed ({type(exc).__name__}: {exc}); "
                           "the search goes on", stacklevel=2)
+
+    def log_run(self, name: str, job_type: str, build: Callable[[Any], dict], summary: dict) -> None:
+        """One run that logs ``build(wandb)`` (a dict of tables, images, videos) once, with ``summary``."""
+        if not self.enabled:
+            return
+        try:
+            wandb = self._wandb()
+            if wandb is None:
+                return
+            logged = build(wandb)
+            run = self._init(wandb, name, job_type, dict(self.config.setup))
+            try:
+                run.log(logged)
+                run.summary.update(summary)
+            finally:
+                run.finish()
+        except Exception as exc:  # noqa: BLE001 - W&B must never stop the command
+            warnings.warn(f"W&B logging of {name} ({job_type}) failed ({type(exc).__name__}: {exc})", stacklevel=2)
 
     def log_summary(self, columns: list[str], rows: list[list], plot_path: Path | None, summary: dict) -> None:
         """The summary run: the Pareto table and plot."""
