@@ -145,19 +145,15 @@ def build_dashboard(source: str, storage: str | None = None, work_dir: Path | No
     if not root.is_dir():
         raise ReportError(f"{source!r} is no directory; give a directory written by cachelab search, ablate or "
                           "analyze, a study name with --storage URL, or an Optuna storage URL")
-    found = _manifests(root)
     sections = []
-    for path, manifest in found:
-        kind = manifest["kind"]
+    for directory, manifest in _inputs(root):
+        kind = manifest["kind"] if manifest is not None else "search"  # no manifest: a search's trials.csv
         if kind == "search":
-            sections.append(_search_dir_section(path.parent, manifest, work_dir, reuse_maps))
+            sections.append(_search_dir_section(directory, manifest, work_dir, reuse_maps))
         elif kind == "ablation":
-            sections.append(_ablation_section(path.parent, manifest, work_dir))
+            sections.append(_ablation_section(directory, manifest, work_dir))
         else:
-            sections.append(_analysis_section(path.parent, manifest))
-    if not found:
-        legacy = [d for d in (root, *sorted(p for p in root.iterdir() if p.is_dir())) if (d / "trials.csv").is_file()]
-        sections = [_search_dir_section(d, None, work_dir, reuse_maps) for d in legacy]
+            sections.append(_analysis_section(directory, manifest))
     if not sections:
         raise ReportError(
             f"nothing to report in {str(root)!r}: looked for {MANIFEST} of kind {', '.join(KINDS)} (written by "
@@ -173,20 +169,36 @@ def _read_json(path: Path) -> Any:
         raise ReportError(f"cannot read {str(path)!r}: {exc}") from None
 
 
-def _manifests(root: Path) -> list[tuple[Path, dict]]:
-    """Manifests of ``root`` and of its direct children, in that order (children by name)."""
+def _inputs(root: Path) -> list[tuple[Path, dict | None]]:
+    """``root`` and its direct children (by name) that hold a manifest, or a search's ``trials.csv`` written before
+    manifests existed (manifest None)."""
     out = []
     for d in (root, *sorted(p for p in root.iterdir() if p.is_dir())):
         path = d / MANIFEST
         if not path.is_file():
+            if (d / "trials.csv").is_file():
+                out.append((d, None))
             continue
         manifest = _read_json(path)
         kind = manifest.get("kind") if isinstance(manifest, dict) else None
         if kind not in KINDS:
             raise ReportError(f"{str(path)!r}: kind {kind!r} is not one cachelab report reads; allowed: "
                               f"{', '.join(KINDS)}")
-        out.append((path, manifest))
+        out.append((d, manifest))
     return out
+
+
+def _attach(section: Section, panel: str, figures: list[Figure], title: str, directory: Path, rel: str | None) -> None:
+    """Add ``directory/rel`` to ``figures`` when it is there in a format the page embeds; else say why not."""
+    if not rel:
+        return
+    path = directory / rel
+    if not path.is_file():
+        section.note(panel, f"{title}: {path} is missing")
+    elif path.suffix.lower() not in MEDIA_TYPES:
+        section.note(panel, f"{title}: {path} is not one of {', '.join(MEDIA_TYPES)}")
+    else:
+        figures.append(Figure(title, path))
 
 
 # ------------------------------------------------------------------------------------------------------ studies
@@ -197,6 +209,9 @@ def _load_study(url: str, name: str | None):
 
     from cachelab.search.storage import display_url, open_storage
 
+    missing = _missing_file(url)
+    if missing is not None:
+        raise ReportError(f"storage {display_url(url)}: no file {str(missing)!r}")
     store = open_storage(url)
     names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
     shown = display_url(url)
@@ -210,6 +225,19 @@ def _load_study(url: str, name: str | None):
         listed = ", ".join(repr(n) for n in sorted(names)) or "none"
         raise ReportError(f"no study {name!r} in {shown}; its studies: {listed}")
     return optuna.load_study(study_name=name, storage=store)
+
+
+def _missing_file(url: str) -> Path | None:
+    """The file a SQLite or journal URL names when it does not exist (opening it would create an empty one)."""
+    if url.startswith("journal:"):
+        path = Path(url[len("journal:"):]).expanduser()
+    elif url.startswith("sqlite:") and "///" in url:
+        path = Path(url.split("///", 1)[1].split("?", 1)[0]).expanduser()
+        if str(path) in ("", ":memory:"):
+            return None
+    else:
+        return None
+    return None if path.is_file() else path
 
 
 def _search_dir_section(directory: Path, manifest: dict | None, work_dir: Path, reuse_maps: int) -> Section:
@@ -386,9 +414,13 @@ def _planned_maps(section: Section, trials, workload: dict, work_dir: Path) -> N
     for t in tqdm(trials, desc=f"reuse maps of {section.name}", leave=False, disable=len(trials) < 3):
         with cachelab.apply(model.target, t.user_attrs["policy"], cfg=model.cfg, count_macs=False) as handle:
             plan = handle.plan(steps, timesteps)
+            deciding = [p.name for p in handle.policy.policies if not p.static]
+        if deciding:
+            shown = "no plan ahead" if not plan else "the map shows only the other sites"
+            section.note("reuse-maps", f"{section.name}: trial {t.number}: {', '.join(deciding)} decide(s) while "
+                                       f"running (data-dependent): {shown}; cachelab search --wandb records the "
+                                       "reuse each trial had")
         if not plan:
-            section.note("reuse-maps", f"{section.name}: trial {t.number}'s policy decides while it runs (data-"
-                                       "dependent): no plan ahead; cachelab search --wandb records the reuse it had")
             continue
         path = media.reuse_map(plan, work_dir / f"{_safe(section.name)}-trial_{t.number}_reuse.png",
                                title=f"{section.name} trial {t.number} (plan, {steps} steps)")
@@ -477,14 +509,10 @@ def _ablation_section(directory: Path, manifest: dict, work_dir: Path) -> Sectio
     else:
         section.note("pareto", f"{name}: no arm has both MACs and PSNR")
     for arm in arms:
-        for key, target, label in (("reuse_map", section.reuse_maps, "reuse map"),
-                                   ("sample", section.samples, "uncached vs arm")):
-            rel = arm.get(key)
-            if rel and (directory / rel).is_file():
-                target.append(Figure(f"{name}: {arm['arm']} ({label})", directory / rel))
-            elif rel:
-                section.note("reuse-maps" if key == "reuse_map" else "samples",
-                             f"{name}: {arm['arm']}'s {rel} is missing")
+        _attach(section, "reuse-maps", section.reuse_maps, f"{name}: {arm['arm']} (reuse map)", directory,
+                arm.get("reuse_map"))
+        _attach(section, "samples", section.samples, f"{name}: {arm['arm']} (uncached vs arm)", directory,
+                arm.get("sample"))
     return section
 
 
@@ -500,10 +528,7 @@ def _analysis_section(directory: Path, manifest: dict) -> Section:
         return section
     data = _read_json(path)
     for key, rel in (data.get("plots") or {}).items():
-        if rel and (directory / rel).is_file():
-            section.plots.append(Figure(f"{model}: {key.replace('_', ' ')}", directory / rel))
-        elif rel:
-            section.note("analysis", f"{model}: plot {rel} is missing")
+        _attach(section, "analysis", section.plots, f"{model}: {key.replace('_', ' ')}", directory, rel)
     setup = ", ".join(f"{k} {data[k]}" for k in ("steps", "guidance") if k in data)
     rows = []
     for kind, values in (data.get("site_kinds") or {}).items():

@@ -275,6 +275,25 @@ def test_a_directory_without_results_is_a_clear_error(tmp_path):
     assert res.exit_code == 1 and "is no directory" in res.output and "--storage" in res.output
 
 
+def test_a_storage_file_that_is_not_there_is_named_not_created(tmp_path):
+    res = CliRunner().invoke(main, ["report", f"sqlite:///{tmp_path / 'typo.db'}"])
+    assert res.exit_code == 1 and f"no file '{tmp_path / 'typo.db'}'" in res.output
+    assert not (tmp_path / "typo.db").exists()
+
+
+def test_missing_files_and_absent_panels_are_said(tmp_path):
+    make_ablation(tmp_path / "ablation")
+    (tmp_path / "ablation" / "arms" / "spatial_4-sample.gif").unlink()
+    make_analysis(tmp_path / "analysis")
+    res = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    html = (tmp_path / "report.html").read_text()
+    assert f"pab-intervals: spatial_4 (uncached vs arm): {tmp_path / 'ablation' / 'arms' / 'spatial_4-sample.gif'} is " \
+           "missing" in html
+    importances = html[html.index('id="importances"'):html.index('id="trials"')]
+    assert "Nothing of this kind in the inputs (it comes from a search study" in importances
+
+
 def test_a_manifest_of_unknown_kind_is_named(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"kind": "bench", "version": 1}))
     res = CliRunner().invoke(main, ["report", str(tmp_path)])
@@ -305,3 +324,18 @@ def test_wandb_gets_the_same_panels_offline(inputs, tmp_path, monkeypatch):
     assert types["samples"] == {"video-file"} and types["analysis"] == {"image-file", "table-file"}
     arms = json.loads((run.path.parent / "files" / logged["trials/pab-intervals: 3 arms"]["path"]).read_text())
     assert [row[0] for row in arms["data"]] == ["uncached", "spatial_2", "spatial_4"]
+
+
+def test_data_dependent_policies_have_no_plan_to_draw(tmp_path):
+    from cachelab.report import Section, _planned_maps
+
+    policies = ({"policy": "fbcache"}, [{"policy": "fbcache"}, {"policy": "cfg_cache"}])
+    trials = [optuna.trial.create_trial(values=[1.0, 2.0], user_attrs={"policy": p}) for p in policies]
+    for number, trial in enumerate(trials):
+        trial.number = number
+    section = Section("search", "s", "test")
+    _planned_maps(section, trials, {"model": MODEL, "steps": STEPS}, tmp_path)
+    assert [f.title for f in section.reuse_maps] == [f"s: trial 1 (plan on {MODEL})"]  # cfg_cache's sites
+    notes = section.notes["reuse-maps"]
+    assert "trial 0: fbcache decide(s) while running (data-dependent): no plan ahead" in notes[0]
+    assert "trial 1: fbcache decide(s) while running (data-dependent): the map shows only the other sites" in notes[1]
