@@ -45,9 +45,11 @@ def _no_wandb_login(monkeypatch, tmp_path):
 # ---------------------------------------------------------------------------------------------------- inputs
 
 
-def make_study(directory: Path, name: str = "tiny-pab", trials: int = 6) -> tuple[optuna.Study, str]:
-    """A pab study on the tiny model as cachelab search leaves it: setup attr, params, policy and measurements
-    as user attrs, MACs and PSNR as values; then the search's own result files."""
+def make_study(directory: Path, name: str = "tiny-pab", trials: int = 6, model: str | None = MODEL
+               ) -> tuple[optuna.Study, str]:
+    """A pab study on ``model`` as cachelab search leaves it: setup attr, params, policy and measurements as user
+    attrs, MACs and PSNR as values; then the search's own result files. ``model=None``: a study that records no
+    model (the report then draws no plans, and builds no model)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     directory.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{directory / 'study.db'}"
@@ -56,7 +58,7 @@ def make_study(directory: Path, name: str = "tiny-pab", trials: int = 6) -> tupl
     study = optuna.create_study(study_name=name, storage=url, directions=objectives.directions,
                                 sampler=optuna.samplers.RandomSampler(seed=0))
     study.set_user_attr("cachelab_setup", {"policy": "pab", "objectives": objectives.to_dict(),
-                                           "workload": {"model": MODEL, "steps": STEPS, "prompts": ["p"],
+                                           "workload": {"model": model, "steps": STEPS, "prompts": ["p"],
                                                         "seeds": [0], "guidance": 3.0}})
     with pytest.warns(optuna.exceptions.ExperimentalWarning):
         study.set_metric_names(list(objectives.names))
