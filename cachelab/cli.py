@@ -407,7 +407,7 @@ def report(source, storage, out, reuse_maps, title, use_wandb, wandb_project) ->
 
     path, dashboard = write_report(source, out, storage, reuse_maps, title, use_wandb, wandb_project)
     for line in summary_lines(dashboard):
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, markup=False)
     console.print(f"wrote {path}")
 
 

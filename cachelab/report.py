@@ -25,7 +25,10 @@ import csv
 import datetime
 import json
 import math
+import os
 import re
+import tempfile
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,7 +252,8 @@ def _search_dir_section(directory: Path, manifest: dict | None, work_dir: Path, 
     if manifest and manifest.get("storage"):
         candidates.append((manifest["storage"], manifest.get("study")))
     if (directory / "study.db").is_file():
-        candidates.append((f"sqlite:///{(directory / 'study.db').resolve()}", manifest.get("study") if manifest else None))
+        name = manifest.get("study") if manifest else None
+        candidates.append((f"sqlite:///{(directory / 'study.db').resolve()}", name))
     problems = []
     for url, name in candidates:
         try:
@@ -294,13 +298,24 @@ def _study_section(study, url: str, directory: Path | None, work_dir: Path, reus
             section.note("pareto", f"{study.study_name}: no feasible complete trial with both a cost and a quality "
                                    "value to plot")
     else:
-        front = list(study.best_trials) if len(study.directions) > 1 else ([study.best_trial] if complete else [])
+        front = _best_trials(study)
         section.note("pareto", f"{study.study_name}: not a cachelab search (objectives {names}); no Pareto plot")
     section.importances = _importances(study, names, len(complete))
     section.tables.append(_trial_table(study.study_name, trials, names, {t.number for t in front}))
-    setup = study.user_attrs.get("cachelab_setup") or {}
-    _trial_media(section, directory, front, (setup.get("workload") or {}), work_dir, reuse_maps)
+    if objectives is not None:  # trials of a cachelab search hold their policies
+        setup = study.user_attrs.get("cachelab_setup") or {}
+        _trial_media(section, directory, front, (setup.get("workload") or {}), work_dir, reuse_maps)
     return section
+
+
+def _best_trials(study) -> list:
+    """Optuna's Pareto front (one objective: its best trial; none when no complete trial is feasible)."""
+    if len(study.directions) > 1:
+        return list(study.best_trials)
+    try:
+        return [study.best_trial]
+    except ValueError:
+        return []
 
 
 def _importances(study, names: list[str], complete: int) -> list[Importance]:
@@ -333,7 +348,8 @@ def _importances(study, names: list[str], complete: int) -> list[Importance]:
                 continue
         equal = next((str(w.message) for w in caught if "will be equal" in str(w.message)), None)
         if not values or equal or not any(values.values()):
-            out.append(Importance(title, note=f"not computable: {equal or 'no parameter varies across the complete trials'}"))
+            why = equal or "no parameter varies across the complete trials"
+            out.append(Importance(title, note=f"not computable: {why}"))
             continue
         out.append(Importance(title, {k: float(v) for k, v in values.items()}, rough))
     return out
@@ -617,20 +633,18 @@ def _panel_items(section: Section, panel: str) -> list:
 
 
 def write_report(source: str, out: str | Path | None = None, storage: str | None = None, reuse_maps: int = 6,
-                 title: str | None = None, wandb: bool = False, wandb_project: str | None = None) -> tuple[Path, Dashboard]:
+                 title: str | None = None, wandb: bool = False,
+                 wandb_project: str | None = None) -> tuple[Path, Dashboard]:
     """Build the dashboard of ``source`` and write it to ``out`` (default: ``SOURCE/report.html`` for a directory,
     ``reports/<study>.html`` for a study); optionally log it to W&B. Returns the path and the dashboard."""
-    import os
-    import tempfile
-    import uuid
-
     if reuse_maps < 0:
         raise ReportError(f"reuse_maps={reuse_maps}: give 0 (none) or a positive number of Pareto trials")
     with tempfile.TemporaryDirectory(prefix="cachelab-report-") as tmp:
         dashboard = build_dashboard(source, storage, Path(tmp), reuse_maps, title)
         if out is None:
             from_dir = storage is None and not is_storage_url(source)
-            out = Path(source) / "report.html" if from_dir else Path("reports") / f"{_safe(dashboard.sections[0].name)}.html"
+            study_page = Path("reports") / f"{_safe(dashboard.sections[0].name)}.html"
+            out = Path(source) / "report.html" if from_dir else study_page
         out = Path(out)
         if out.is_dir():
             raise ReportError(f"--out {str(out)!r} is a directory; give an .html file path")

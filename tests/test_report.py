@@ -208,10 +208,11 @@ def test_report_renders_in_headless_chromium(page, tmp_path):
     # one run: the screenshot, and the DOM after the load event (virtual time lets the page's script finish)
     dom = subprocess.run([*flags, "--virtual-time-budget=5000", f"--screenshot={shot}", "--dump-dom",
                           path.resolve().as_uri()], check=True, capture_output=True, text=True, timeout=120).stdout
-    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float32)
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(np.int64)
     assert pixels.shape[:2] == (2000, 1280)
     assert pixels.std() > 20  # not a blank page
-    assert len(np.unique(pixels.reshape(-1, 3).astype(np.uint8), axis=0)) > 200  # text, plots and colours
+    colours = pixels[..., 0] << 16 | pixels[..., 1] << 8 | pixels[..., 2]
+    assert len(np.unique(colours)) > 200  # text, plots and colours
     for panel in PANELS:
         assert f'id="{panel}"' in dom
     images = re.search(r'<body[^>]*data-images="(\d+)"[^>]*data-images-broken="(\d+)"', dom)
@@ -233,6 +234,17 @@ def test_report_of_a_study_by_name_or_by_url(tmp_path):
     res = CliRunner().invoke(main, ["report", url, "--out", str(out2), "--reuse-maps", "0"])
     assert res.exit_code == 0, res.output
     assert "tiny-pab: 3 trials" in out2.read_text()
+
+
+def test_a_study_cachelab_did_not_make_gets_its_table_and_importances(tmp_path):
+    url = f"sqlite:///{tmp_path / 'plain.db'}"
+    study = optuna.create_study(study_name="plain", storage=url, sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: t.suggest_float("x", 0, 1) ** 2 + t.suggest_int("y", 0, 3), n_trials=8)
+    res = CliRunner().invoke(main, ["report", url, "--out", str(tmp_path / "plain.html")])
+    assert res.exit_code == 0, res.output
+    html = (tmp_path / "plain.html").read_text()
+    assert "plain: not a cachelab search (objectives [&#39;value_0&#39;]); no Pareto plot" in html
+    assert "plain: 8 trials" in html and "plain: importance for value_0" in html and "logged no sample" not in html
 
 
 def test_unknown_study_lists_the_studies(tmp_path):
@@ -290,8 +302,8 @@ def test_missing_files_and_absent_panels_are_said(tmp_path):
     res = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert res.exit_code == 0, res.output
     html = (tmp_path / "report.html").read_text()
-    assert f"pab-intervals: spatial_4 (uncached vs arm): {tmp_path / 'ablation' / 'arms' / 'spatial_4-sample.gif'} is " \
-           "missing" in html
+    missing = tmp_path / "ablation" / "arms" / "spatial_4-sample.gif"
+    assert f"pab-intervals: spatial_4 (uncached vs arm): {missing} is missing" in html
     importances = html[html.index('id="importances"'):html.index('id="trials"')]
     assert "Nothing of this kind in the inputs (it comes from a search study" in importances
 
