@@ -246,8 +246,6 @@ def _missing_file(url: str) -> Path | None:
 def _search_dir_section(directory: Path, manifest: dict | None, work_dir: Path, reuse_maps: int) -> Section:
     """A search directory: its study when the storage opens (the manifest's, else ``study.db`` beside it), else
     what its files hold."""
-    from cachelab.search.storage import open_storage
-
     candidates = []
     if manifest and manifest.get("storage"):
         candidates.append((manifest["storage"], manifest.get("study")))
@@ -290,8 +288,8 @@ def _study_section(study, url: str, directory: Path | None, work_dir: Path, reus
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if objectives is not None:
         front = pareto_trials(study, objectives)
-        safe = re.sub(r"[^\w.+-]+", "_", study.study_name)
-        plot = plot_front(trials, front, objectives, work_dir / f"{safe}-pareto.png", study.study_name)
+        plot = plot_front(trials, front, objectives, work_dir / f"{_safe(study.study_name)}-pareto.png",
+                          study.study_name)
         if plot is not None:
             section.pareto.append(Figure(f"{study.study_name}: Pareto front", plot))
         else:
@@ -321,7 +319,6 @@ def _best_trials(study) -> list:
 def _importances(study, names: list[str], complete: int) -> list[Importance]:
     """Optuna's PED-ANOVA importances (no scikit-learn, which fANOVA needs; deterministic): which parameters set the
     best 10 % of trials apart, one ranking per objective and, with several objectives, one for reaching the front."""
-    import optuna
     from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
     from optuna.study import StudyDirection
 
