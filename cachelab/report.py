@@ -9,7 +9,7 @@ Inputs are read, never recomputed (except a search trial's reuse map, which is t
 
 Panels (each a stable ``id`` in the page): ``pareto`` (cost/quality fronts: :func:`cachelab.search.results.plot_front`
 for studies, :func:`cachelab.media.pareto_plot` for ablation arms), ``importances`` (Optuna's
-``get_param_importances``, fANOVA, one ranking per objective), ``trials`` (the trial and arm tables, sortable),
+``get_param_importances`` with PED-ANOVA, one ranking per objective), ``trials`` (the trial and arm tables, sortable),
 ``reuse-maps``, ``samples`` (side-by-side GIFs) and ``analysis`` (the analysis plots and a table of key numbers).
 
 The page is one file: images and videos are ``data:`` URIs, CSS and the small sorting script are inline, nothing
