@@ -1,6 +1,7 @@
 """``cachelab report``: one self-contained HTML dashboard of what searches, ablations and analyses wrote.
 
-Inputs are read, never recomputed (except a search trial's reuse map, which is the policy's plan on the model):
+Nothing is generated or measured again; figures the inputs lack (a study's Pareto plot, an ablation's cost/quality
+plot, a search trial's reuse map from its policy's plan on the model) are drawn into a temporary directory. Inputs:
 
 * a directory holding ``manifest.json`` (kind ``search``, ``ablation`` or ``analysis``), or whose direct children
   do; one dashboard shows every one it finds. A search directory written before manifests existed is read from its

@@ -365,3 +365,17 @@ def test_data_dependent_policies_have_no_plan_to_draw(tmp_path):
     notes = section.notes["reuse-maps"]
     assert "trial 0: fbcache decide(s) while running (data-dependent): no plan ahead" in notes[0]
     assert "trial 1: fbcache decide(s) while running (data-dependent): the map shows only the other sites" in notes[1]
+
+
+def test_wandb_failures_warn_and_the_report_is_written(tmp_path, monkeypatch):
+    import wandb
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no W&B today")
+
+    monkeypatch.setattr(wandb, "init", broken)
+    make_ablation(tmp_path / "ablation")
+    with pytest.warns(UserWarning, match=r"W&B logging of .* \(report\) failed \(RuntimeError: no W&B today\)"):
+        res = CliRunner().invoke(main, ["report", str(tmp_path), "--wandb"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "report.html").is_file()
