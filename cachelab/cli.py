@@ -487,5 +487,31 @@ def ablate(spec_path, out_dir, model_name, num_prompts, steps, repeats, restart,
                                    "to retry them, the finished arms are kept")
 
 
+# ------------------------------------------------------------------------------------------------ cachelab report
+
+
+@main.command()
+@click.argument("source")
+@click.option("--storage", default=None,
+              help="Optuna storage URL holding the study named by SOURCE (e.g. sqlite:///runs/x/study.db)")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="HTML file to write [default: SOURCE/report.html for a directory, reports/STUDY.html for a study]")
+@click.option("--reuse-maps", type=click.IntRange(min=0), default=6, show_default=True,
+              help="Pareto trials of a search that get a reuse map (0: none)")
+@click.option("--title", default=None, help="page title [default: from the input]")
+@click.option("--wandb/--no-wandb", "use_wandb", default=False,
+              help="also log the panels to one W&B run, job_type report (offline unless logged in)")
+@click.option("--wandb-project", default=None, help="W&B project [default: $WANDB_PROJECT or cachelab]")
+def report(source, storage, out, reuse_maps, title, use_wandb, wandb_project) -> None:
+    """One self-contained HTML dashboard (opens without a network) of SOURCE: a directory written by search,
+    ablate or analyze (or holding such directories), a study name with --storage, or an Optuna storage URL."""
+    from cachelab.report import summary_lines, write_report
+
+    path, dashboard = write_report(source, out, storage, reuse_maps, title, use_wandb, wandb_project)
+    for line in summary_lines(dashboard):
+        console.print(line, highlight=False, markup=False)
+    console.print(f"wrote {path}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -31,3 +31,29 @@ def test_readme_examples_run(capsys):
     import cachelab
 
     assert "residual_skip" in cachelab.list_policies()
+
+
+def test_readme_report_commands_run(tmp_path, monkeypatch):
+    """The `cachelab report` lines of the README's report block, on a study where the README's search puts one."""
+    import shlex
+
+    import pytest
+    from click.testing import CliRunner
+
+    from cachelab.cli import main
+
+    blocks = [b for b in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S) if "cachelab report" in b]
+    if not blocks:
+        pytest.skip("the README has no `cachelab report` block yet")
+    from test_report import make_study
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    make_study(Path("runs/tiny-latte-pab"), name="tiny-latte-pab", trials=3, model=None)  # no plans: fast
+    lines = [shlex.split(line, comments=True) for line in blocks[0].splitlines() if line.startswith("cachelab report")]
+    assert lines
+    for args in lines:
+        res = CliRunner().invoke(main, args[1:])
+        assert res.exit_code == 0, (args, res.output)
+        assert "wrote " in res.output

@@ -13,10 +13,11 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from cachelab import media
+from cachelab.manifest import write_manifest
 from cachelab.search.objectives import COSTS, Objectives
 from cachelab.spec import resolve_policy, save_policy_file
 
-__all__ = ["ParetoTrial", "SearchResult", "write_results"]
+__all__ = ["ParetoTrial", "SearchResult", "pareto_trials", "plot_front", "write_results"]
 
 _ATTR_COLUMNS = ("ideal_speedup", "computed_fraction", "macs", "total_macs", "latency_s", "measured_speedup",
                  "psnr", "ssim", "lpips", "identical_videos", "feasible", "pruned_reason", "error")
@@ -126,7 +127,8 @@ def pareto_trials(study: optuna.Study, objectives: Objectives) -> list[FrozenTri
 
 
 def write_results(study: optuna.Study, objectives: Objectives, out_dir: Path, storage: str) -> SearchResult:
-    """Write ``pareto_<i>.yaml`` (replacing older ones), ``pareto.png`` and ``trials.csv`` into ``out_dir``."""
+    """Write ``pareto_<i>.yaml`` (replacing older ones), ``pareto.png``, ``trials.csv`` and ``manifest.json`` (kind
+    ``search``: the study's name and storage, for ``cachelab report``) into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     trials = study.get_trials(deepcopy=False)
@@ -154,8 +156,10 @@ def write_results(study: optuna.Study, objectives: Objectives, out_dir: Path, st
                                       base.user_attrs.get("policy", {}), dict(base.user_attrs))
         result.dominating = [t.number for t in trials if t.state == TrialState.COMPLETE and t.number != base.number
                              and _dominates(t.values, base.values, objectives.directions)]
-    result.plot_path = _plot(trials, front, objectives, out_dir / "pareto.png", study.study_name)
+    result.plot_path = plot_front(trials, front, objectives, out_dir / "pareto.png", study.study_name)
     result.csv_path = _csv(trials, objectives, out_dir / "trials.csv")
+    write_manifest(out_dir, "search", study=study.study_name, storage=storage, objectives=list(objectives.names),
+                   directions=list(objectives.directions))
     return result
 
 
@@ -166,7 +170,9 @@ def _dominates(a, b, directions) -> bool:
     return all(no_worse) and any(better)
 
 
-def _plot(trials, front, objectives: Objectives, path: Path, name: str) -> Path | None:
+def plot_front(trials, front, objectives: Objectives, path: Path, name: str) -> Path | None:
+    """The cost/quality scatter of the feasible complete trials, ``front`` and the baseline starred; None when no
+    trial has both values."""
     cost = next((n for n in objectives.names if n in COSTS), "macs")
     quality = next((n for n in objectives.names if n not in COSTS), None) or next(iter(objectives.floor), "psnr")
     on_front = {t.number for t in front}

@@ -18,7 +18,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlparse
 
 __all__ = ["Tracker", "TrackingConfig", "logged_in", "wandb_mode"]
@@ -94,10 +94,14 @@ class Tracker:
             kwargs["dir"] = str(c.out_dir)
         return wandb.init(**kwargs)
 
-    def _log(self, wandb, name: str, job_type: str, config: dict, summary: dict, media: dict[str, Path]) -> None:
-        """One run: ``config``, ``summary`` and ``media`` files logged once (.png as images, .gif/.mp4 as videos)."""
+    def _log(self, wandb, name: str, job_type: str, config: dict, summary: dict, media: dict[str, Path],
+             build: Callable[[Any], dict] | None = None) -> None:
+        """One run: ``config``, ``summary``, ``media`` files (.png as images, .gif/.mp4 as videos) and what
+        ``build(wandb)`` returns (tables and other W&B objects), logged once."""
         logged = {key: wandb.Image(str(path)) if Path(path).suffix == ".png"
                   else wandb.Video(str(path), format=Path(path).suffix[1:]) for key, path in media.items()}
+        if build is not None:
+            logged.update(build(wandb))
         run = self._init(wandb, name, job_type, config)
         try:
             if logged:
@@ -107,14 +111,14 @@ class Tracker:
             run.finish()
 
     def log_run(self, name: str, job_type: str, config: dict, summary: dict, media: dict[str, Path] | None = None,
-                what: str = "") -> None:
-        """One run in the group (e.g. an ablation arm); a failure warns that logging ``what`` failed."""
+                build: Callable[[Any], dict] | None = None, what: str = "") -> None:
+        """One run in the group (an ablation arm, a report); a failure warns that logging ``what`` failed."""
         if not self.enabled:
             return
         try:
             wandb = self._wandb()
             if wandb is not None:
-                self._log(wandb, name, job_type, config, summary, media or {})
+                self._log(wandb, name, job_type, config, summary, media or {}, build)
         except Exception as exc:  # noqa: BLE001 - W&B must never stop the work it logs
             warnings.warn(f"W&B logging of {what or name} failed ({type(exc).__name__}: {exc}); the work goes on",
                           stacklevel=2)
