@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
 
@@ -113,7 +114,8 @@ def test_resume_after_sigkill_skips_finished_arms(tmp_path):
     spec = write_spec(tmp_path / "s.yaml", arms={
         "pab3": {"spatial_interval": 3}, "pab4": {"spatial_interval": 4}, "pab5": {"spatial_interval": 5}})
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # the resumed run below is in this process: the killed one must see the same device (its thread count too)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen([sys.executable, "-m", "cachelab.cli", "ablate", str(spec), "--out", str(out),
                              "--no-wandb", "--no-progress", "--device", "cpu"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

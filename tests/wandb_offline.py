@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,6 +89,13 @@ def read_run(log_path: str | Path) -> OfflineRun:
     return run
 
 
-def read_runs(wandb_dir: str | Path) -> list[OfflineRun]:
-    """Every offline run under ``wandb_dir`` (the directory holding ``offline-run-*`` folders)."""
-    return [read_run(p) for p in sorted(Path(wandb_dir).glob("**/offline-run-*/run-*.wandb"))]
+def read_runs(wandb_dir: str | Path, wait_s: float = 30.0) -> list[OfflineRun]:
+    """Every offline run under ``wandb_dir`` (the directory holding ``offline-run-*`` folders), once each one's
+    summary is on disk: ``run.finish()`` can return before wandb's service has flushed the transaction log (seen
+    a few times in some 40 runs on a loaded machine), so this waits up to ``wait_s`` for it."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        runs = [read_run(p) for p in sorted(Path(wandb_dir).glob("**/offline-run-*/run-*.wandb"))]
+        if (runs and all(r.summary for r in runs)) or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.2)
