@@ -150,12 +150,16 @@ def build_dashboard(source: str, storage: str | None = None, work_dir: Path | No
         raise ReportError(f"{source!r} is no directory; give a directory written by cachelab search, ablate or "
                           "analyze, a study name with --storage URL, or an Optuna storage URL")
     sections = []
-    for directory, manifest in _inputs(root):
+    for index, (directory, manifest) in enumerate(_inputs(root)):
         kind = manifest["kind"] if manifest is not None else "search"  # no manifest: a search's trials.csv
+        # figures drawn for this input go to a folder of its own: two inputs may share a name (one ablation run
+        # on two models), and each figure is read only when the page is rendered
+        drawn = work_dir / f"input-{index}"
+        drawn.mkdir(parents=True, exist_ok=True)
         if kind == "search":
-            sections.append(_search_dir_section(directory, manifest, work_dir, reuse_maps))
+            sections.append(_search_dir_section(directory, manifest, drawn, reuse_maps))
         elif kind == "ablation":
-            sections.append(_ablation_section(directory, manifest, work_dir))
+            sections.append(_ablation_section(directory, manifest, drawn))
         else:
             sections.append(_analysis_section(directory, manifest))
     if not sections:

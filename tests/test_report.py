@@ -308,6 +308,25 @@ def test_missing_files_and_absent_panels_are_said(tmp_path):
     assert "Nothing of this kind in the inputs (it comes from a search study" in importances
 
 
+def test_two_ablations_of_one_name_keep_their_own_pareto_plots(tmp_path):
+    # one spec run on two models: same ablation name, other numbers; each must get its own drawn figure
+    make_ablation(tmp_path / "model_a")
+    make_ablation(tmp_path / "model_b")
+    row_file = tmp_path / "model_b" / "arms" / "spatial_4.json"
+    row = json.loads(row_file.read_text())
+    row["result"]["psnr"] = 20.0
+    row_file.write_text(json.dumps(row))
+    table = json.loads((tmp_path / "model_b" / "table.json").read_text())
+    table["rows"][2]["result"]["psnr"] = 20.0
+    (tmp_path / "model_b" / "table.json").write_text(json.dumps(table))
+    res = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    html = (tmp_path / "report.html").read_text()
+    pareto = html[html.index('id="pareto"'):html.index('id="importances"')]
+    plots = re.findall(r'src="(data:image/png;base64,[^"]+)"', pareto)
+    assert len(plots) == 2 and plots[0] != plots[1]
+
+
 def test_a_manifest_of_unknown_kind_is_named(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"kind": "bench", "version": 1}))
     res = CliRunner().invoke(main, ["report", str(tmp_path)])
