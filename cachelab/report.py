@@ -490,6 +490,8 @@ def _ablation_section(directory: Path, manifest: dict, work_dir: Path) -> Sectio
     from cachelab.bench import BenchReport, CaseResult, format_table
 
     name = manifest.get("name") or directory.name
+    if manifest.get("model"):  # one spec is often run on several models: say which one every figure is of
+        name = f"{name} on {manifest['model']}"
     section = Section("ablation", name, str(directory))
     table_path = directory / "table.json"
     if table_path.is_file():

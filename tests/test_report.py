@@ -178,7 +178,7 @@ def test_report_holds_every_panel_and_nothing_from_the_network(page):
     assert html.count("data:image/png;base64,") >= 1 + 1 + 2 + 3 + 3  # fronts, maps, analysis plots
     assert html.count("data:image/gif;base64,") == 3  # two arms' side-by-sides, one trial's sample
     assert "importance for macs" in html and "importance for psnr" in html and "reaching the Pareto front" in html
-    assert "tiny-pab: 6 trials" in html and "pab-intervals: 3 arms" in html
+    assert "tiny-pab: 6 trials" in html and "pab-intervals on tiny-random-latte: 3 arms" in html
     for arm in ("uncached", "spatial_2", "spatial_4"):
         assert f">{arm}<" in html
     assert "policy defaults" in html  # the baseline trial is named
@@ -303,7 +303,7 @@ def test_missing_files_and_absent_panels_are_said(tmp_path):
     assert res.exit_code == 0, res.output
     html = (tmp_path / "report.html").read_text()
     missing = tmp_path / "ablation" / "arms" / "spatial_4-sample.gif"
-    assert f"pab-intervals: spatial_4 (uncached vs arm): {missing} is missing" in html
+    assert f"pab-intervals on tiny-random-latte: spatial_4 (uncached vs arm): {missing} is missing" in html
     importances = html[html.index('id="importances"'):html.index('id="trials"')]
     assert "Nothing of this kind in the inputs (it comes from a search study" in importances
 
@@ -355,7 +355,7 @@ def test_wandb_gets_the_same_panels_offline(inputs, tmp_path, monkeypatch):
     assert types["pareto"] == {"image-file"} and types["reuse_maps"] == {"image-file"}
     assert types["trials"] == {"table-file"} and types["importances"] == {"table-file"}
     assert types["samples"] == {"video-file"} and types["analysis"] == {"image-file", "table-file"}
-    arms = json.loads((run.path.parent / "files" / logged["trials/pab-intervals: 3 arms"]["path"]).read_text())
+    arms = json.loads((run.path.parent / "files" / logged["trials/pab-intervals on tiny-random-latte: 3 arms"]["path"]).read_text())
     assert [row[0] for row in arms["data"]] == ["uncached", "spatial_2", "spatial_4"]
 
 
