@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from cachelab.zoo import bundled
@@ -42,3 +43,39 @@ def test_bundled_pipelines_condition_on_the_prompt():
     cond, uncond = bundled.prompt_embeddings(pipe, "cogvideox", ["a red circle moving left", "a blue circle moving left"])
     assert cond.shape == (2, bundled.TEXT_LEN, bundled.TEXT_DIM)
     assert not torch.allclose(cond[0], cond[1]) and not torch.allclose(cond[0], uncond)
+
+
+def test_training_starts_from_a_saved_pipeline(tmp_path):
+    """--init-from: a saved (bf16) pipeline's transformer, upcast to fp32, starts the job; its training-log.jsonl
+    gives the steps and minutes already trained, so the LR schedule and the log continue from there."""
+    from safetensors.torch import load_file
+
+    first = tmp_path / "first"
+    main(["--model", "latte", "--tiny", "--out", str(first), "--max-steps", "3", "--batch", "4"])
+    shipped = first / "pipeline"  # laid out like cachelab/zoo/weights/<model>: the pipeline and its training log
+    (shipped / "training-log.jsonl").write_text((first / "log.jsonl").read_text())
+    untouched = tmp_path / "untouched"
+    main(["--model", "latte", "--tiny", "--out", str(untouched), "--max-steps", "0", "--init-from", str(shipped)])
+    saved = load_file(shipped / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert {v.dtype for v in saved.values()} == {torch.bfloat16}
+    start = load_file(untouched / "ema-00.safetensors")
+    assert start.keys() == saved.keys()
+    assert all(start[k].dtype == torch.float32 and torch.equal(start[k], saved[k].float()) for k in saved)
+    log = [json.loads(line) for line in (untouched / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["done"] and log[-1]["step"] == 3
+
+    more = tmp_path / "more"
+    main(["--model", "latte", "--tiny", "--out", str(more), "--max-steps", "2", "--batch", "4", "--init-from", str(shipped)])
+    assert [json.loads(line)["step"] for line in (more / "log.jsonl").read_text().splitlines()] == [4, 5, 5]
+
+
+def test_init_from_refuses_what_it_cannot_continue(tmp_path):
+    main(["--model", "cogvideox", "--tiny", "--out", str(tmp_path / "cog"), "--max-steps", "1", "--batch", "4"])
+    with pytest.raises(ValueError, match="holds a CogVideoXTransformer3DModel; --model latte needs a LatteTransformer3DModel"):
+        main(["--model", "latte", "--tiny", "--out", str(tmp_path / "x"), "--max-steps", "0",
+              "--init-from", str(tmp_path / "cog" / "pipeline")])
+    with pytest.raises(FileNotFoundError, match="no transformer/config.json"):
+        main(["--model", "latte", "--tiny", "--out", str(tmp_path / "x"), "--init-from", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        main(["--model", "latte", "--tiny", "--out", str(tmp_path / "x"), "--init-from", str(tmp_path),
+              "--resume", str(tmp_path)])

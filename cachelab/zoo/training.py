@@ -6,7 +6,9 @@ embeddings computed by the shipped pipeline's own ``encode_prompt`` (so training
 the whole (multi-job) budget, bf16 autocast and compiled blocks on a GPU, EMA weights.
 
 Resumable across jobs: a run writes its EMA weights (fp32, safetensors shards under 16 MB, progress in their
-metadata) to ``--out``; ``--resume DIR`` starts the next job from them (the optimiser restarts with a short warm-up). Every
+metadata) to ``--out``; ``--resume DIR`` starts the next job from them (the optimiser restarts with a short warm-up).
+``--init-from PIPELINE_DIR`` starts from a saved pipeline's transformer instead (the shipped bf16 weights, upcast
+to fp32), taking the steps and minutes already trained from that directory's ``training-log.jsonl``. Every
 ``--probe-every`` steps it logs how much each prompt word moves the prediction (colour, shape, direction), so a
 word the model learns to ignore shows up early.
 
@@ -44,6 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--total-minutes", type=float, default=None, help="planned training time over all jobs (LR schedule)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in this job")
     p.add_argument("--resume", type=Path, default=None, help="a previous job's --out directory")
+    p.add_argument("--init-from", type=Path, default=None, metavar="PIPELINE_DIR",
+                   help="a saved pipeline (e.g. cachelab/zoo/weights/tiny-latte) whose transformer weights, upcast "
+                   "to fp32, start this job; its training-log.jsonl, if present, gives the steps and minutes trained")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=250)
@@ -54,7 +59,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--probe-every", type=int, default=500)
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--tiny", action="store_true", help="tiny model, 4 frames of 8x8, CPU; for tests")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.resume is not None and args.init_from is not None:
+        p.error("give --resume (a training job's EMA checkpoint) or --init-from (a saved pipeline), not both")
+    return args
 
 
 class Trainer:
@@ -79,6 +87,8 @@ class Trainer:
         self.step = 0
         if args.resume is not None:
             self._load(args.resume)
+        if args.init_from is not None:
+            self._init_from(args.init_from)
         self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
         self.generator = torch.Generator().manual_seed(args.seed + 1000 * self.step)
@@ -111,6 +121,25 @@ class Trainer:
         self.step = meta["step"]
         self.progress_before = meta["minutes"]
         print(f"resumed {self.kind} from {path} at step {self.step} ({self.progress_before:.1f} min trained)")
+
+    def _init_from(self, directory: Path) -> None:
+        transformer = directory / "transformer"
+        if not (transformer / "config.json").is_file():
+            raise FileNotFoundError(f"--init-from {directory}: no transformer/config.json there (not a saved pipeline)")
+        saved_class = json.loads((transformer / "config.json").read_text()).get("_class_name")
+        if saved_class != type(self.model).__name__:
+            raise ValueError(f"--init-from {directory}: it holds a {saved_class}; --model {self.kind} needs a "
+                             f"{type(self.model).__name__}")
+        saved = type(self.model).from_pretrained(transformer)
+        # copied into this model's fp32 parameters (upcast from bf16); strict, so a pipeline of another size fails
+        # here naming the mismatching keys and shapes
+        self.model.load_state_dict(saved.state_dict())
+        log = directory / "training-log.jsonl"
+        if log.is_file():
+            records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+            last = [r for r in records if "step" in r and "minutes" in r][-1]
+            self.step, self.progress_before = last["step"], last["minutes"]
+        print(f"initialised {self.kind} from {directory} (step {self.step}, {self.progress_before:.1f} min trained)")
 
     def save(self, minutes_now: float) -> None:
         out = self.args.out
