@@ -183,8 +183,10 @@ def run(model_name, prompt, policy, params, config, out, steps, guidance, seed, 
 @click.option("--model", "model_name", required=True, help="a registered model (cachelab models)")
 @click.option("--policies", default=None,
               help="comma-separated policy names (default: every registered policy; 'none' for no policy rows)")
-@click.option("--steps", default=None, type=int, help="sampling steps (default: 50 on a GPU, 20 on the CPU)")
-@click.option("--prompts", "num_prompts", default=None, type=int, help="prompts (default: 16 on a GPU, 2 on the CPU)")
+@click.option("--steps", default=None, type=int,
+              help="sampling steps (default: 50 on a GPU; on the CPU the fewest at which the model's videos read "
+                   "well: 20 for tiny-cogvideox, 50 for tiny-latte)")
+@click.option("--prompts", "num_prompts", default=None, type=int, help="prompts (default: 16 on a GPU, 4 on the CPU)")
 @click.option("--guidance", default=None, type=float, help="guidance scale (default: the model's)")
 @click.option("--repeats", default=None, type=int, help="timed generations per case (default: 3 on a GPU, 1 on the CPU)")
 @click.option("--diffusers/--no-diffusers", "with_diffusers", default=False,
@@ -213,8 +215,8 @@ def bench(model_name, policies, steps, num_prompts, guidance, repeats, with_diff
         cachelab.policy_class(name)  # unknown names fail before any work
     model = _load_model(model_name, device)
     on_gpu = next(model.transformer.parameters()).device.type == "cuda"
-    steps = (50 if on_gpu else 20) if steps is None else steps
-    num_prompts = (16 if on_gpu else 2) if num_prompts is None else num_prompts
+    steps = (50 if on_gpu else model.quick_steps) if steps is None else steps
+    num_prompts = (16 if on_gpu else 4) if num_prompts is None else num_prompts
     repeats = repeats or (3 if on_gpu else 1)
     guidance = model.guidance if guidance is None else guidance
     _check_generation(model, steps, None, None)
@@ -238,19 +240,25 @@ def bench(model_name, policies, steps, num_prompts, guidance, repeats, with_diff
     report = benchmod.run_bench(model, cases, prompts, seeds, steps, guidance, repeats,
                                 on_result=keep_sample if samples else None)
     rows = benchmod.format_table(report)
+    # columns no row has a value in (peak memory off CUDA, LPIPS without its weights, spread of one run) are said
+    # once under the table instead of filling it
+    shown = [i for i in range(len(rows[0])) if i < 2 or any(
+        row[i] not in benchmod.NO_VALUE for row, result in zip(rows[1:], report.results) if not result.error)]
     table = Table(title=f"{model.name} on {report.device}: {steps} steps, guidance {guidance}, {num_prompts} prompts, "
                         f"{repeats} timed run(s) per case", title_justify="left")
-    for column in rows[0]:
-        table.add_column(column, overflow="fold")
+    for i in shown:
+        table.add_column(rows[0][i], overflow="fold")
     notes = []
     for row, result in zip(rows[1:], report.results):
         if result.error:  # the reason goes under the table, where it has the width to be read
             notes.append(f"[{len(notes) + 1}] {result.name}: {result.error}")
             row = [row[0], f"{'refuses' if result.refused else 'failed'} [{len(notes)}]"] + row[2:]
-        table.add_row(*row)
+        table.add_row(*(row[i] for i in shown))
     console.print(table)
     for line in notes + benchmod.pair_comparisons(report):
         console.print(line)
+    hidden = [rows[0][i] for i in range(len(rows[0])) if i not in shown]
+    console.print(benchmod.legend(report, hidden), style="dim")
     if not model.trained:
         console.print("[yellow]random weights: PSNR/SSIM/prompt following are meaningless here[/yellow]")
     (out / f"{model.name}.md").write_text(benchmod.markdown_table(report) + "\n")
@@ -258,9 +266,10 @@ def bench(model_name, policies, steps, num_prompts, guidance, repeats, with_diff
     if json_path:
         report.save_json(json_path)
         written.append(Path(json_path))
-    if sample_videos:
-        written.append(media.side_by_side(sample_videos, out / f"{model.name}-sample.gif"))
     console.print("wrote " + ", ".join(str(p) for p in written))
+    if sample_videos:
+        gif = media.side_by_side(sample_videos, out / f"{model.name}-sample.gif")
+        console.print(f"sample {gif}: {prompts[0]!r} (seed {seeds[0]}), uncached and each case side by side")
     # a policy that refuses the model says why in the table; only cachelab cases that broke fail the command
     broken = [r.name for r in report.results if r.error and not r.refused and r.kind != "diffusers"]
     if broken:
