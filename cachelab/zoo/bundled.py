@@ -337,10 +337,10 @@ def _video_model(pipe, kind: str, name: str, trained: bool, description: str):
 
 #: Guidance scale each bundled model ships with (chosen from its prompt-following at 1.5, 3 and 5).
 DEFAULT_GUIDANCE = {"latte": 1.5, "cogvideox": 3.0}
-#: Steps of a CPU run (bench's CPU default), where each model's videos read well (96 videos on an H200,
-#: 2026-12-01): tiny-cogvideox follows colour, shape and motion as well at 20 steps as at 50 (0.98 / 0.90 / 0.98
-#: on 48 videos); tiny-latte finds its object in 52 % of videos at 20 steps and 72 % at 50, so it runs 50 (a step
-#: count its magcache and teacache calibrations ship for)
+#: Steps of a CPU run (bench's CPU default), where each model's videos read well (H200, 2026-12-01):
+#: tiny-cogvideox follows colour, shape and motion as well at 20 steps as at 50 (0.98 / 0.90 / 0.98 and 0.96 /
+#: 0.90 / 0.96 on 48 videos); tiny-latte finds its object in 52 % of 96 videos at 20 steps and 72 % at 50, so it
+#: runs 50 (a step count its magcache and teacache calibrations ship for)
 QUICK_STEPS = {"latte": 50, "cogvideox": 20}
 MODEL_DESCRIPTIONS = {
     "tiny-latte": "trained LatteTransformer3DModel, 6.6M params: spatial, temporal and cross attention (16x32x32)",
