@@ -35,6 +35,8 @@ from cachelab.spec import policy_to_dict, resolve_policy
 from cachelab.timing import timed, warmup_steps as warmup_steps_for
 
 NEVER_REUSE = {"policy": "fastercache", "dynamic": {"interval": 1}, "cfg_cache": {"interval": 1}}
+#: the name of the case that runs NEVER_REUSE: the hooks' overhead
+OVERHEAD_CASE = "hooks, never reuse"
 FBCACHE_THRESHOLD = 0.1  # skips about half the steps of the bundled models: both decision paths run
 TAYLORSEER = {"interval": 3, "max_order": 1, "warmup_steps": 3}
 MAGCACHE_THRESHOLD = 0.12
@@ -484,6 +486,11 @@ def legend(report: BenchReport, hidden: list[str] = ()) -> str:
         lines.append(f"colour, shape, motion: the share of the {n} videos in which the checks find the prompt's "
                      "colour, shape and direction; uncached shows what the model itself reaches, a policy that "
                      "loses an attribute scores below it" + (f" (each video counts {1 / n:.2f})" if n < 10 else "") + ".")
+    idle = [r.name for r in report.results if r.kind == "cachelab" and not r.error and r.computed_fraction == 1.0
+            and r.name != OVERHEAD_CASE]
+    if idle:
+        lines.append(f"Reused nothing on this schedule (ideal 1.00x: their thresholds or windows never let them "
+                     f"skip): {', '.join(idle)}.")
     if report.repeats == 1:
         lines.append("One timed run per case: latency differences of 10-20% are within run-to-run noise on a busy "
                      "machine; --repeats 3 gives medians.")

@@ -200,6 +200,7 @@ def run(model_name, prompt, policy, params, config, out, steps, guidance, seed, 
 def bench(model_name, policies, steps, num_prompts, guidance, repeats, with_diffusers, overhead, json_path, samples,
           out_dir, device):
     """Uncached baseline and every policy on the same prompts and seeds: cost, speed, memory and quality."""
+    import warnings
     from pathlib import Path
 
     from cachelab import bench as benchmod
@@ -224,7 +225,7 @@ def bench(model_name, policies, steps, num_prompts, guidance, repeats, with_diff
         raise click.BadParameter("give at least one prompt", param_hint="--prompts")
     cases = [benchmod.Case("uncached", "uncached")]
     if overhead:
-        cases.append(benchmod.Case("hooks, never reuse", "cachelab", benchmod.NEVER_REUSE))
+        cases.append(benchmod.Case(benchmod.OVERHEAD_CASE, "cachelab", benchmod.NEVER_REUSE))
     cases += benchmod.policy_cases(names)
     if with_diffusers:
         cases += benchmod.diffusers_cases(model, steps)
@@ -237,8 +238,11 @@ def bench(model_name, policies, steps, num_prompts, guidance, repeats, with_diff
     def keep_sample(result, videos):
         sample_videos[result.name] = videos[0]
 
-    report = benchmod.run_bench(model, cases, prompts, seeds, steps, guidance, repeats,
-                                on_result=keep_sample if samples else None)
+    with warnings.catch_warnings():
+        # a policy that reused nothing is named once under the table (legend) instead of a warning per case
+        warnings.simplefilter("ignore", cachelab.NothingReusedWarning)
+        report = benchmod.run_bench(model, cases, prompts, seeds, steps, guidance, repeats,
+                                    on_result=keep_sample if samples else None)
     rows = benchmod.format_table(report)
     # columns no row has a value in (peak memory off CUDA, LPIPS without its weights, spread of one run) are said
     # once under the table instead of filling it

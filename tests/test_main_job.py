@@ -23,6 +23,7 @@ def test_cpu_defaults_are_the_models_quick_steps_and_four_prompts(tmp_path):
     assert (report["steps"], len(report["prompts"]), report["repeats"]) == (20, 4, 1)
     output = " ".join(result.output.split())  # rich wraps long lines
     assert "Not shown, no case has a value: spread (one timed run per case); peak mem (measured on CUDA" in output
+    assert "NothingReusedWarning" not in output
 
 
 def test_bundled_models_run_on_the_cpu_where_their_videos_read_well():
@@ -49,6 +50,10 @@ def test_legend_says_what_the_columns_mean_and_why_some_are_missing():
     assert text.endswith("Not shown, no case has a value: spread (one timed run per case); LPIPS (no weights).")
     report.repeats = 3
     assert "--repeats" not in legend(report)
+    report.results += [CaseResult("hooks, never reuse", "cachelab", None, 1.0, [1.0], computed_fraction=1.0),
+                       CaseResult("fbcache", "cachelab", None, 1.0, [1.0], computed_fraction=1.0),
+                       CaseResult("pab", "cachelab", None, 1.0, [1.0], computed_fraction=0.7)]
+    assert "never let them skip): fbcache." in legend(report)
 
 
 def test_a_warm_up_that_reuses_nothing_raises_no_warning():
