@@ -377,7 +377,6 @@ def _run_case(model, case, prompts, seeds, steps, guidance, repeats, warmup_step
             # a few warm-up steps may all fall outside the policy's windows: that it reused nothing there is no
             # news, so only the timed generations are checked for reuse
             handle.runtime.records.clear()
-        if handle is not None:
             handle.runtime.track_cache = True
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
