@@ -36,6 +36,8 @@ from cachelab.spec import policy_to_dict, resolve_policy
 from cachelab.timing import timed, warmup_steps as warmup_steps_for
 
 NEVER_REUSE = {"policy": "fastercache", "dynamic": {"interval": 1}, "cfg_cache": {"interval": 1}}
+#: the name of the case that runs NEVER_REUSE: the hooks' overhead
+OVERHEAD_CASE = "hooks, never reuse"
 FBCACHE_THRESHOLD = 0.1  # skips about half the steps of the bundled models: both decision paths run
 TAYLORSEER = {"interval": 3, "max_order": 1, "warmup_steps": 3}
 MAGCACHE_THRESHOLD = 0.12
@@ -405,6 +407,9 @@ def _run_case(model, case, prompts, seeds, steps, guidance, repeats, warmup_step
         # allocations, kernels, MAC profiling; a few steps unless a policy only runs at its calibrated step count
         model.generate(prompts, seeds, warmup_steps_for(steps, handle) if warmup_steps is None else warmup_steps, guidance)
         if handle is not None:
+            # a few warm-up steps may all fall outside the policy's windows: that it reused nothing there is no
+            # news, so only the timed generations are checked for reuse
+            handle.runtime.records.clear()
             handle.runtime.track_cache = True
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -484,6 +489,49 @@ def format_table(report: BenchReport) -> list[list[str]]:
         row += [_num((r.prompt_following or {}).get(k), 1, "{:.2f}") for k in pf_keys]
         rows.append(row)
     return rows
+
+
+#: what a cell of :func:`format_table` holds when the case has no value for its column
+NO_VALUE = ("-", "n/a", "unavailable")
+
+#: why a column can have no value for any case
+_WHY_EMPTY = {
+    "spread": "one timed run per case",
+    "peak mem": "measured on CUDA devices only",
+    "cache held/needed": "no case holds a cache",
+}
+
+
+def legend(report: BenchReport, hidden: list[str] = ()) -> str:
+    """What the columns of :func:`format_table` mean, for the lines under the table; ``hidden`` names columns
+    left out of it because no case has a value there, each with why."""
+    n = len(report.prompts)
+    lines = [
+        "GMACs: multiply-accumulates the denoiser computed for all prompts; ideal: the speedup those MACs allow "
+        "(uncached MACs / computed); latency s: wall clock of one generation of all prompts; speedup: uncached "
+        "latency / this case's; of ideal: speedup / ideal; cache held/needed: bytes the cache kept at its peak / "
+        "what the policy reads.",
+        "PSNR dB, SSIM: each case's videos against the uncached ones from the same prompts and seeds (identical: "
+        "bit-equal).",
+    ]
+    if any(r.prompt_following for r in report.results):
+        lines.append(f"colour, shape, motion: the share of the {n} videos in which the checks find the prompt's "
+                     "colour, shape and direction; uncached shows what the model itself reaches, a policy that "
+                     "loses an attribute scores below it" + (f" (each video counts {1 / n:.2f})" if n < 10 else "") + ".")
+    idle = [r.name for r in report.results if r.kind == "cachelab" and not r.error and r.computed_fraction == 1.0
+            and r.name != OVERHEAD_CASE]
+    if idle:
+        lines.append(f"Reused nothing on this schedule (ideal 1.00x: their thresholds or windows never let them "
+                     f"skip): {', '.join(idle)}.")
+    if report.repeats == 1:
+        lines.append("One timed run per case: latency differences of 10-20% are within run-to-run noise on a busy "
+                     "machine; --repeats 3 gives medians.")
+    why = {**_WHY_EMPTY, "LPIPS": next((r.lpips_reason for r in report.results if r.lpips_reason), "")}
+    # columns empty for a reason of the machine or the run; others are empty only because no policy row ran
+    said = [f"{column} ({why[column]})" for column in hidden if why.get(column)]
+    if said:
+        lines.append("Not shown, no case has a value: " + "; ".join(said) + ".")
+    return "\n".join(lines)
 
 
 def markdown_table(report: BenchReport) -> str:

@@ -184,32 +184,41 @@ def run(model_name, prompt, policy, params, config, out, steps, guidance, seed, 
     console.print(f"wrote {path}" + ("" if model.trained else " (three latent channels of a random-weight model)"))
 
 
-def _print_report(report, title: str) -> None:
-    """The bench's table of ``report`` on the console; a refusing or failing row's reason goes under the table,
-    where it has the width to be read."""
+def _print_report(report, title: str, extra_lines: list[str] = ()) -> None:
+    """The bench's table of ``report`` on the console, then ``extra_lines`` and a legend of the columns.
+
+    A refusing or failing row's reason goes under the table, where it has the width to be read; columns no row has
+    a value in (peak memory off CUDA, LPIPS without its weights, the spread of one run) are said once under the
+    table instead of filling it."""
     from cachelab import bench as benchmod
 
     rows = benchmod.format_table(report)
+    shown = [i for i in range(len(rows[0])) if i < 2 or any(
+        row[i] not in benchmod.NO_VALUE for row, result in zip(rows[1:], report.results) if not result.error)]
     table = Table(title=title, title_justify="left")
-    for column in rows[0]:
-        table.add_column(column, overflow="fold")
+    for i in shown:
+        table.add_column(rows[0][i], overflow="fold")
     notes = []
     for row, result in zip(rows[1:], report.results):
         if result.error:
             notes.append(f"[{len(notes) + 1}] {result.name}: {result.error}")
             row = [row[0], f"{'refuses' if result.refused else 'failed'} [{len(notes)}]"] + row[2:]
-        table.add_row(*row)
+        table.add_row(*(row[i] for i in shown))
     console.print(table)
-    for line in notes:
+    for line in notes + list(extra_lines):
         console.print(line)
+    hidden = [rows[0][i] for i in range(len(rows[0])) if i not in shown]
+    console.print(benchmod.legend(report, hidden), style="dim")
 
 
 @main.command()
 @click.option("--model", "model_name", required=True, help="a registered model (cachelab models)")
 @click.option("--policies", default=None,
               help="comma-separated policy names (default: every registered policy; 'none' for no policy rows)")
-@click.option("--steps", default=None, type=int, help="sampling steps (default: 50 on a GPU, 20 on the CPU)")
-@click.option("--prompts", "num_prompts", default=None, type=int, help="prompts (default: 16 on a GPU, 2 on the CPU)")
+@click.option("--steps", default=None, type=int,
+              help="sampling steps (default: 50 on a GPU; on the CPU the fewest at which the model's videos read "
+                   "well: 20 for tiny-cogvideox, 50 for tiny-latte)")
+@click.option("--prompts", "num_prompts", default=None, type=int, help="prompts (default: 16 on a GPU, 4 on the CPU)")
 @click.option("--guidance", default=None, type=float, help="guidance scale (default: the model's)")
 @click.option("--repeats", default=None, type=int, help="timed generations per case (default: 3 on a GPU, 1 on the CPU)")
 @click.option("--diffusers/--no-diffusers", "with_diffusers", default=False,
@@ -223,6 +232,7 @@ def _print_report(report, title: str) -> None:
 def bench(model_name, policies, steps, num_prompts, guidance, repeats, with_diffusers, overhead, json_path, samples,
           out_dir, device):
     """Uncached baseline and every policy on the same prompts and seeds: cost, speed, memory and quality."""
+    import warnings
     from pathlib import Path
 
     from cachelab import bench as benchmod
@@ -238,8 +248,8 @@ def bench(model_name, policies, steps, num_prompts, guidance, repeats, with_diff
         cachelab.policy_class(name)  # unknown names fail before any work
     model = _load_model(model_name, device)
     on_gpu = next(model.transformer.parameters()).device.type == "cuda"
-    steps = (50 if on_gpu else 20) if steps is None else steps
-    num_prompts = (16 if on_gpu else 2) if num_prompts is None else num_prompts
+    steps = (50 if on_gpu else model.quick_steps) if steps is None else steps
+    num_prompts = (16 if on_gpu else 4) if num_prompts is None else num_prompts
     repeats = repeats or (3 if on_gpu else 1)
     guidance = model.guidance if guidance is None else guidance
     _check_generation(model, steps, None, None)
@@ -247,7 +257,7 @@ def bench(model_name, policies, steps, num_prompts, guidance, repeats, with_diff
         raise click.BadParameter("give at least one prompt", param_hint="--prompts")
     cases = [benchmod.Case("uncached", "uncached")]
     if overhead:
-        cases.append(benchmod.Case("hooks, never reuse", "cachelab", benchmod.NEVER_REUSE))
+        cases.append(benchmod.Case(benchmod.OVERHEAD_CASE, "cachelab", benchmod.NEVER_REUSE))
     cases += benchmod.policy_cases(names)
     if with_diffusers:
         cases += benchmod.diffusers_cases(model, steps)
@@ -260,12 +270,13 @@ def bench(model_name, policies, steps, num_prompts, guidance, repeats, with_diff
     def keep_sample(result, videos):
         sample_videos[result.name] = videos[0]
 
-    report = benchmod.run_bench(model, cases, prompts, seeds, steps, guidance, repeats,
-                                on_result=keep_sample if samples else None)
+    with warnings.catch_warnings():
+        # a policy that reused nothing is named once under the table (legend) instead of a warning per case
+        warnings.simplefilter("ignore", cachelab.NothingReusedWarning)
+        report = benchmod.run_bench(model, cases, prompts, seeds, steps, guidance, repeats,
+                                    on_result=keep_sample if samples else None)
     _print_report(report, f"{model.name} on {report.device}: {steps} steps, guidance {guidance}, {num_prompts} "
-                          f"prompts, {repeats} timed run(s) per case")
-    for line in benchmod.pair_comparisons(report):
-        console.print(line)
+                          f"prompts, {repeats} timed run(s) per case", benchmod.pair_comparisons(report))
     if not model.trained:
         console.print("[yellow]random weights: PSNR/SSIM/prompt following are meaningless here[/yellow]")
     (out / f"{model.name}.md").write_text(benchmod.markdown_table(report) + "\n")
@@ -273,9 +284,10 @@ def bench(model_name, policies, steps, num_prompts, guidance, repeats, with_diff
     if json_path:
         report.save_json(json_path)
         written.append(Path(json_path))
-    if sample_videos:
-        written.append(media.side_by_side(sample_videos, out / f"{model.name}-sample.gif"))
     console.print("wrote " + ", ".join(str(p) for p in written))
+    if sample_videos:
+        gif = media.side_by_side(sample_videos, out / f"{model.name}-sample.gif")
+        console.print(f"sample {gif}: {prompts[0]!r} (seed {seeds[0]}), uncached and each case side by side")
     # a policy that refuses the model says why in the table; only cachelab cases that broke fail the command
     broken = [r.name for r in report.results if r.error and not r.refused and r.kind != "diffusers"]
     if broken:

@@ -142,7 +142,7 @@ def main(argv=None) -> None:
             "",
             "## Prompt following",
             "",
-            f"Uncached, DDIM {report['steps']} steps (trailing spacing), guidance {guidance} (the default), "
+            f"Uncached, DDIM {report['steps']} steps ({_spacing(directory)} spacing), guidance {guidance} (the default), "
             f"{len(report['prompts'])} videos, one per prompt and seed, on {report['device']} "
             f"(from the bench report `{args.bench_dir.as_posix()}/bench-{name}.json`). The checks score 1.00 on rendered "
             "data; a video whose object is not found in at least half its frames counts as wrong on every attribute.",
@@ -176,6 +176,10 @@ def _pairs(items: list[str]) -> list[tuple[str, str]]:
             raise SystemExit(f"{item!r}: expected MODEL=VALUE with MODEL one of {', '.join(KINDS)}")
         out.append((name, value))
     return out
+
+
+def _spacing(directory: Path) -> str:
+    return json.loads((directory / "scheduler" / "scheduler_config.json").read_text())["timestep_spacing"]
 
 
 def _count(directory: Path) -> int:

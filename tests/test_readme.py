@@ -12,7 +12,7 @@ def python_blocks() -> list[str]:
 
 def test_readme_opens_with_the_two_commands():
     first_block = re.search(r"```bash\n(.*?)```", README.read_text(), re.S).group(1).strip().splitlines()
-    assert first_block[0].split("#")[0].strip() == 'pip install -e ".[test]" && cachelab bench --model tiny-latte'
+    assert first_block[0].split("#")[0].strip() == 'pip install -e ".[test]" && cachelab bench --model tiny-cogvideox'
     assert first_block[1].split("#")[0].strip() == "python -m pytest -q"
     ci = (README.parent / ".ci" / "run").read_text()
     assert "\npython -m pytest -q\n" in ci  # CI runs the README's test command

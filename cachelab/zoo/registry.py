@@ -32,6 +32,8 @@ class VideoModel:
             presets: the final latents scaled to [0, 1] per video; their values carry no meaning).
         trained: whether quality numbers mean anything (False for random-weight latency presets).
         steps, guidance: defaults for a generation.
+        quick_steps: steps of a quick run on a CPU (``cachelab bench``'s CPU default): the fewest at which this
+            model's own videos still read well.
         cfg: how the pipeline runs classifier-free guidance (``batched`` / ``sequential``), for ``apply``.
         prompts: default evaluation prompts (``prompts(k)`` gives ``k``).
         check_prompt: raises :class:`ModelError` for a prompt the model cannot take.
@@ -55,6 +57,7 @@ class VideoModel:
     check_prompt: Callable[[str], None] = lambda prompt: None
     prompt_following: Callable[[torch.Tensor, Sequence[str]], dict] | None = None
     limits: dict[str, Any] = field(default_factory=dict)
+    quick_steps: int = 20
 
 
 def latents_as_frames(latents: torch.Tensor, layout: str) -> torch.Tensor:
