@@ -31,20 +31,19 @@ def test_readme_examples_run(capsys):
     import cachelab
 
     assert "residual_skip" in cachelab.list_policies()
+    assert "CFG difference smallest at step" in printed  # the analyze example ran
 
 
 def test_readme_report_commands_run(tmp_path, monkeypatch):
     """The `cachelab report` lines of the README's report block, on a study where the README's search puts one."""
     import shlex
 
-    import pytest
     from click.testing import CliRunner
 
     from cachelab.cli import main
 
     blocks = [b for b in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S) if "cachelab report" in b]
-    if not blocks:
-        pytest.skip("the README has no `cachelab report` block yet")
+    assert blocks, "the README has no `cachelab report` block"
     from test_report import make_study
 
     monkeypatch.chdir(tmp_path)
@@ -57,3 +56,28 @@ def test_readme_report_commands_run(tmp_path, monkeypatch):
         res = CliRunner().invoke(main, args[1:])
         assert res.exit_code == 0, (args, res.output)
         assert "wrote " in res.output
+
+
+def test_readme_ablations_are_valid():
+    """Every `cachelab ablate` line parses and its spec validates with those options; the YAML example resolves.
+    (Running the ablations takes minutes: tests/test_ablate.py runs small ones.)"""
+    import shlex
+
+    import yaml
+
+    from cachelab.ablation import AblationSpec, load_spec, resolve_arms
+    from cachelab.cli import ablate
+
+    text = README.read_text()
+    lines = [line.split("#")[0].strip() for block in re.findall(r"```bash\n(.*?)```", text, re.S)
+             for line in block.splitlines() if line.startswith("cachelab ablate")]
+    assert lines
+    for line in lines:
+        p = ablate.make_context("ablate", shlex.split(line)[2:]).params
+        resolve_arms(load_spec(README.parent / p["spec_path"], model=p["model_name"], prompts=p["num_prompts"],
+                               steps=p["steps"], repeats=p["repeats"]))
+    specs = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.S)]
+    assert any("arms" in s for s in specs)
+    for s in specs:
+        if "arms" in s:
+            resolve_arms(AblationSpec(**s))
