@@ -35,7 +35,6 @@ import os
 import shlex
 import socket
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -45,6 +44,7 @@ from unittest import mock
 import torch
 
 from cachelab.errors import NothingReusedWarning
+from provenance import commit, device_name
 
 DEFAULT_POLICIES = "fastercache,pab,fbcache"
 
@@ -87,13 +87,6 @@ def policy_params(args, policy: str) -> dict:
     return params
 
 
-def commit() -> str:
-    if os.environ.get("CACHELAB_COMMIT"):
-        return os.environ["CACHELAB_COMMIT"]
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def command_line(argv: list[str]) -> str:
@@ -104,8 +97,6 @@ def command_line(argv: list[str]) -> str:
     return shlex.join([*launcher, script, *argv[1:]])
 
 
-def device_name() -> str:
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
 
 
 # ----------------------------------------------------------------------------------------------------- the ranks

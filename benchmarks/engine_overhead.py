@@ -21,10 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import statistics
-import subprocess
 import warnings
 from pathlib import Path
 
@@ -34,21 +31,13 @@ import cachelab
 from cachelab.bench import NEVER_REUSE
 from cachelab.timing import timed
 from cachelab.zoo.registry import create_model
+from provenance import commit, device_name
 
 SEED_POLICIES = ["vanilla", "dynamic", "cfg_cache", "pab", "delta_dit", "fastercache"]
 
 
-def device_name() -> str:
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
 
 
-def commit() -> str:
-    if os.environ.get("CACHELAB_COMMIT"):
-        return os.environ["CACHELAB_COMMIT"]
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 class Case:

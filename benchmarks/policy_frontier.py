@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from cachelab import bench  # noqa: E402
 from cachelab.policies import list_policies  # noqa: E402
 from cachelab.spec import load_policy_file  # noqa: E402
 from cachelab.zoo.registry import create_model  # noqa: E402
+from provenance import commit  # noqa: E402
 
 #: policy -> the values of its main parameter swept here
 SWEEPS = {
@@ -102,8 +101,7 @@ def main(argv=None) -> None:
     data = report.to_dict()
     data["command"] = "python benchmarks/policy_frontier.py " + " ".join(sys.argv[1:] if argv is None else argv)
     data["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    data["commit"] = os.environ.get("CACHELAB_COMMIT") or subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    data["commit"] = commit()
     (args.out / "frontier.json").write_text(json.dumps(data, indent=1, default=str))
     (args.out / "frontier.md").write_text(bench.markdown_table(report) + "\n")
     plot(report, args.out / "frontier.png")

@@ -29,7 +29,8 @@ import optuna
 from cachelab.search import run_search
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from context_parallel import command_line, commit, device_name  # noqa: E402
+from context_parallel import command_line  # noqa: E402
+from provenance import commit, device_name  # noqa: E402
 
 ACCOUNTED = ("COMPLETE", "PRUNED", "FAIL")
 

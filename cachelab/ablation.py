@@ -33,7 +33,7 @@ from cachelab import media
 from cachelab.bench import BenchReport, Case, CaseResult, CaseRun, device_name, run_case
 from cachelab.errors import CachelabError, PolicyError
 from cachelab.policies.base import deep_merge, format_validation_error
-from cachelab.spec import policy_to_dict, resolve_policy
+from cachelab.spec import policy_to_dict, read_data_file, resolve_policy
 
 __all__ = ["AblationError", "AblationResult", "AblationSpec", "load_spec", "resolve_arms", "run_ablation"]
 
@@ -111,12 +111,7 @@ class AblationSpec(BaseModel):
 def load_spec(path: str | Path, **overrides: Any) -> AblationSpec:
     """Read and validate a spec file; ``overrides`` (e.g. ``model=``, ``prompts=``) replace its fields when not None."""
     path = Path(path)
-    if not path.is_file():
-        raise AblationError(f"ablation spec {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise AblationError(f"ablation spec {str(path)!r} is not valid YAML: {exc}") from None
+    data = read_data_file(path, "ablation spec", AblationError)
     if not isinstance(data, dict):
         raise AblationError(f"ablation spec {str(path)!r} must hold a mapping with name, model, base and arms")
     data.update({k: v for k, v in overrides.items() if v is not None})

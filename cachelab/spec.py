@@ -52,15 +52,22 @@ def _looks_like_file(text: str) -> bool:
     return text.endswith((".yaml", ".yml", ".json")) or "/" in text
 
 
-def load_policy_file(path: str | Path) -> dict:
+def read_data_file(path: str | Path, what: str, error: type[Exception] = PolicyError) -> Any:
+    """What a YAML (or, by its suffix, JSON) file holds; ``error`` names ``what`` it should be when the file is
+    missing or does not parse."""
     path = Path(path)
     if not path.is_file():
-        raise PolicyError(f"policy file {str(path)!r} does not exist")
+        raise error(f"{what} {str(path)!r} does not exist")
     text = path.read_text()
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise PolicyError(f"policy file {str(path)!r} is not valid {path.suffix[1:].upper()}: {exc}") from None
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise error(f"{what} {str(path)!r} is not valid {kind}: {exc}") from None
+
+
+def load_policy_file(path: str | Path) -> dict:
+    data = read_data_file(path, "policy file")
     if not isinstance(data, dict):
         raise PolicyError(f"policy file {str(path)!r} must hold a mapping with a 'policy' or 'policies' key")
     return data

@@ -84,11 +84,13 @@ def main(argv=None) -> None:
     p.add_argument("--eval", nargs="*", default=[], metavar="MODEL=FILE", help="evaluation lines per model")
     p.add_argument("--samples", nargs="*", default=[], metavar="MODEL=FILE", help="sample videos (.pt) per model")
     p.add_argument("--training", nargs="*", default=[], metavar="MODEL=TEXT", help="where and how it was trained")
+    p.add_argument("--models", nargs="*", default=list(KINDS), choices=list(KINDS), help="whose cards to write")
     args = p.parse_args(argv)
     evals = {name: [json.loads(x) for x in Path(f).read_text().splitlines() if x.strip()] for name, f in _pairs(args.eval)}
     samples = {name: torch.load(f) for name, f in _pairs(args.samples)}
     training = dict(_pairs(args.training))
-    for name, kind in KINDS.items():
+    for name in args.models:
+        kind = KINDS[name]
         directory = bundled.WEIGHTS_DIR / name
         log = load_log(directory / "training-log.jsonl")
         plot_training(log, directory / "training.png", name)
@@ -155,7 +157,8 @@ def main(argv=None) -> None:
         ]
         if other:
             lines += [
-                "Other guidance scales (48 videos each, DDIM 50, right after training):",
+                f"Other guidance scales ({other[0]['videos']} videos each, DDIM {other[0].get('steps', 50)}, "
+                "right after training):",
                 "",
                 "| guidance | colour | shape | motion | found |",
                 "|---|---|---|---|---|",

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 import cachelab
 from tiny_transformers import TINY_TRANSFORMERS

@@ -4,7 +4,6 @@
 import pytest
 import torch
 from diffusers.hooks import MagCacheConfig
-from torch import nn
 
 import cachelab
 from tiny_transformers import TINY_TRANSFORMERS

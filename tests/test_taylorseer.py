@@ -6,7 +6,6 @@ import re
 import pytest
 import torch
 from diffusers import TaylorSeerCacheConfig
-from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import cachelab

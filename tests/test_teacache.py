@@ -6,7 +6,6 @@ import types
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 import cachelab
 import toy_stack

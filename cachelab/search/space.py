@@ -37,13 +37,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
-import yaml
 from pydantic import BaseModel
 
 from cachelab.describe import describe_config
 from cachelab.errors import PolicyError
 from cachelab.policies import Window, policy_class
 from cachelab.search.errors import SearchSpaceError
+from cachelab.spec import read_data_file
 
 __all__ = ["MIN_PROGRESS_SPAN", "Param", "SearchSpace", "build_space", "load_space_file"]
 
@@ -272,12 +272,7 @@ def _collect(config_cls, default, prefix, path, member, allowed, leaves, windows
 def load_space_file(path: str | Path) -> dict:
     """The mapping a YAML space file holds (an empty file is an empty mapping)."""
     path = Path(path)
-    if not path.is_file():
-        raise SearchSpaceError(f"search space file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SearchSpaceError(f"search space file {str(path)!r} is not valid YAML: {exc}") from None
+    data = read_data_file(path, "search space file", SearchSpaceError)
     if data is None:
         return {}
     if not isinstance(data, dict):

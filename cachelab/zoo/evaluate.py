@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from cachelab.zoo import bundled, shapes
+from cachelab.zoo import shapes
 from cachelab.zoo.bundled import eval_prompts, generate_frames  # noqa: F401  (the CLI below and older imports)
 
 
