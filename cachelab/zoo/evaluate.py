@@ -33,13 +33,15 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = load_pipeline(args.pipeline, dtype=torch.float32, device=device)
+    device_label = torch.cuda.get_device_name(0) if device == "cuda" else "CPU"
     prompts = eval_prompts(args.videos)
     seeds = list(range(args.videos))
     saved = {}
     for guidance in args.guidance:
         videos = generate_frames(pipe, args.kind, prompts, seeds, args.steps, guidance)
         scores = prompt_following(videos, prompts)
-        print(json.dumps({"kind": args.kind, "guidance": guidance, "videos": args.videos, "steps": args.steps, **scores}), flush=True)
+        print(json.dumps({"kind": args.kind, "guidance": guidance, "videos": args.videos, "steps": args.steps,
+                          "device": device_label, **scores}), flush=True)
         saved[str(guidance)] = videos[:16].half()
     if args.save:
         torch.save({"prompts": prompts[:16], "videos": saved}, args.save)
