@@ -649,6 +649,19 @@ def test_wandb_mode_follows_login(monkeypatch, tmp_path):
     assert wandb_mode() == "disabled"
 
 
+def test_each_run_goes_to_the_wandb_dir_of_its_time(tmp_path, monkeypatch):
+    # wandb keeps its settings for the life of the process: a later run must still land where WANDB_DIR says now
+    from wandb_offline import read_runs
+
+    from cachelab.search.tracking import Tracker, TrackingConfig
+
+    for name in ("first", "second"):
+        monkeypatch.setenv("WANDB_DIR", str(tmp_path / name))
+        Tracker(TrackingConfig(True, "dirs", str(tmp_path / "out"))).log_run(name, "arm", {"n": name}, {"done": 1})
+    assert [r.name for r in read_runs(tmp_path / "first")] == ["first"]
+    assert [r.name for r in read_runs(tmp_path / "second")] == ["second"]
+
+
 def test_wandb_offline_runs_hold_the_logged_values(tmp_path, monkeypatch):
     from wandb_offline import read_runs
 

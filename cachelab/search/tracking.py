@@ -89,9 +89,10 @@ class Tracker:
             "reinit": "create_new",
             "settings": wandb.Settings(console="off", silent=True, x_disable_stats=True),
         }
-        if not os.environ.get("WANDB_DIR"):
-            Path(c.out_dir).mkdir(parents=True, exist_ok=True)
-            kwargs["dir"] = str(c.out_dir)
+        # named on every run: wandb's settings outlive a run in a long process, and would keep the first one's dir
+        directory = os.environ.get("WANDB_DIR") or str(c.out_dir)
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        kwargs["dir"] = directory
         return wandb.init(**kwargs)
 
     def _log(self, wandb, name: str, job_type: str, config: dict, summary: dict, media: dict[str, Path],
