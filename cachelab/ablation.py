@@ -28,10 +28,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from tqdm.auto import tqdm
 
-import cachelab
 from cachelab import media
 from cachelab.bench import BenchReport, Case, CaseResult, CaseRun, device_name, run_case
 from cachelab.errors import CachelabError, PolicyError
+from cachelab.manifest import write_json, write_manifest
 from cachelab.policies.base import deep_merge, format_validation_error
 from cachelab.spec import policy_to_dict, read_data_file, resolve_policy
 
@@ -190,11 +190,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _write_json(path: Path, data: Any) -> Path:
-    text = json.dumps(data, indent=1, default=str)
-    return media.atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
 def _key(depends: dict) -> str:
     return hashlib.sha256(json.dumps(depends, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -268,10 +263,8 @@ def run_ablation(
             "they would not compare with new ones. Pass --restart to discard them, or --out another directory")
     arms_dir.mkdir(parents=True, exist_ok=True)
     manifest = _read_json(out / "manifest.json") or {}
-    _write_json(out / "manifest.json", {
-        "kind": "ablation", "version": 1, "cachelab_version": cachelab.__version__,
-        "created": manifest.get("created") or _now(), "updated": _now(), "command": command or [],
-        "name": spec.name, "model": model.name, "spec": spec.model_dump(mode="json")})
+    write_manifest(out, "ablation", command=command or [], created=manifest.get("created") or _now(), updated=_now(),
+                   name=spec.name, model=model.name, spec=spec.model_dump(mode="json"))
     media.atomic_write(out / "spec.yaml", lambda tmp: Path(tmp).write_text(
         yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)))
 
@@ -298,7 +291,7 @@ def run_ablation(
         record = {"arm": BASELINE, "overrides": {}, "policy": None, "result": asdict(baseline.result),
                   "reuse_map": None, "sample": _relative(sample, out), "finished": _now(), "depends": settings,
                   "key": _key(settings)}
-        _write_json(arms_dir / f"{BASELINE}.json", record)
+        write_json(arms_dir / f"{BASELINE}.json", record)
         _log_arm(tracker, record, out)
         result.ran.append(BASELINE)
     result.rows.append(record)
@@ -333,7 +326,7 @@ def run_ablation(
             if samples and run.videos is not None:
                 entry["sample"] = _relative(media.side_by_side(
                     {BASELINE: baseline.videos[0], arm: run.videos[0]}, arms_dir / f"{arm}-sample.gif"), out)
-            _write_json(path, entry)
+            write_json(path, entry)
             _log_arm(tracker, entry, out)
             result.ran.append(arm)
         result.rows.append(entry)
@@ -380,7 +373,7 @@ _CSV_FIELDS = [f.name for f in fields(CaseResult) if f.name not in ("name", "pol
 
 def _write_table(result: AblationResult, spec: AblationSpec) -> None:
     report = result.report
-    _write_json(result.out_dir / "table.json", {
+    write_json(result.out_dir / "table.json", {
         "name": spec.name, "model": report.model, "device": report.device, "steps": report.steps,
         "guidance": report.guidance, "prompts": report.prompts, "seeds": report.seeds, "repeats": report.repeats,
         "description": spec.description, "expected": spec.expected,

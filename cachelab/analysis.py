@@ -18,7 +18,6 @@ import json
 import math
 import warnings
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -30,6 +29,7 @@ from cachelab import media
 from cachelab.errors import CachelabError, NothingReusedWarning, SiteError
 from cachelab.hooks.history import tree_leaves
 from cachelab.hooks.sites import ROLES
+from cachelab.manifest import write_json, write_manifest
 from cachelab.policies.base import Policy
 from cachelab.policies.cfg_cache import CfgCacheConfig, split_frequencies, splits_into_frequencies
 from cachelab.policies.streams import sample_of
@@ -294,23 +294,13 @@ class Analysis:
             if any(v is not None for v in self.cfg["low_freq_share"]):
                 written.append(plot_cfg_frequency(self, out / PLOTS["cfg_frequency"]))
                 self.plots["cfg_frequency"] = PLOTS["cfg_frequency"]
-        written.append(_write_json(out / "analysis.json", self.to_dict()))
-        manifest = {"kind": "analysis", "version": 1, "cachelab_version": cachelab.__version__,
-                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": list(command),
-                    "model": self.model}
-        written.append(_write_json(out / "manifest.json", manifest))
+        written.append(write_json(out / "analysis.json", self.to_dict()))
+        written.append(write_manifest(out, "analysis", command=command, model=self.model))
         return written
 
 
 def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
-
-
-def _write_json(path: Path, data: dict) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
-    return path
 
 
 def _listed(values: np.ndarray) -> list[float | None]:

@@ -26,16 +26,15 @@ import csv
 import datetime
 import json
 import math
-import os
 import re
 import tempfile
-import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import cachelab
+from cachelab import media
 from cachelab.errors import CachelabError
 from cachelab.manifest import MANIFEST
 
@@ -412,7 +411,6 @@ def _planned_maps(section: Section, trials, workload: dict, work_dir: Path) -> N
     """Each trial's compute/reuse plan on the search's model (built on the CPU; no generation runs)."""
     from tqdm.auto import tqdm
 
-    from cachelab import media
     from cachelab.zoo.registry import create_model
 
     model_name, steps = workload.get("model"), workload.get("steps")
@@ -486,7 +484,6 @@ def _number(text: str) -> Any:
 
 
 def _ablation_section(directory: Path, manifest: dict, work_dir: Path) -> Section:
-    from cachelab import media
     from cachelab.bench import BenchReport, CaseResult, format_table
 
     name = manifest.get("name") or directory.name
@@ -655,11 +652,12 @@ def write_report(source: str, out: str | Path | None = None, storage: str | None
         html = render_html(dashboard)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
-            part = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp")
-            part.write_text(html, encoding="utf-8")
-            os.replace(part, out)
         except OSError as exc:
             raise ReportError(f"cannot write {str(out)!r}: {exc.strerror or exc}") from None
+        try:
+            media.atomic_write(out, lambda tmp: Path(tmp).write_text(html, encoding="utf-8"))
+        except media.MediaPathError as exc:
+            raise ReportError(str(exc)) from None
         if wandb:
             log_to_wandb(dashboard, wandb_project, out.parent)
     return out, dashboard
