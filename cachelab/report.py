@@ -282,7 +282,7 @@ def _objectives_of(study):
 def _study_section(study, url: str, directory: Path | None, work_dir: Path, reuse_maps: int) -> Section:
     from optuna.trial import TrialState
 
-    from cachelab.search.results import pareto_trials, plot_front
+    from cachelab.search.results import front_trials, pareto_trials, plot_front
 
     section = Section("search", study.study_name, f"study {study.study_name!r} in {url}")
     objectives = _objectives_of(study)
@@ -300,7 +300,7 @@ def _study_section(study, url: str, directory: Path | None, work_dir: Path, reus
             section.note("pareto", f"{study.study_name}: no feasible complete trial with both a cost and a quality "
                                    "value to plot")
     else:
-        front = _best_trials(study)
+        front = front_trials(study)
         section.note("pareto", f"{study.study_name}: not a cachelab search (objectives {names}); no Pareto plot")
     section.importances = _importances(study, names, len(complete))
     section.tables.append(_trial_table(study.study_name, trials, names, {t.number for t in front}))
@@ -308,16 +308,6 @@ def _study_section(study, url: str, directory: Path | None, work_dir: Path, reus
         setup = study.user_attrs.get("cachelab_setup") or {}
         _trial_media(section, directory, front, (setup.get("workload") or {}), work_dir, reuse_maps)
     return section
-
-
-def _best_trials(study) -> list:
-    """Optuna's Pareto front (one objective: its best trial; none when no complete trial is feasible)."""
-    if len(study.directions) > 1:
-        return list(study.best_trials)
-    try:
-        return [study.best_trial]
-    except ValueError:
-        return []
 
 
 def _importances(study, names: list[str], complete: int) -> list[Importance]:

@@ -112,15 +112,19 @@ def _format(name: str, value: float) -> str:
     return f"{value:.4f}"
 
 
+def front_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Optuna's Pareto front of any study (one objective: its best trial; none when no complete trial is feasible)."""
+    if len(study.directions) > 1:
+        return list(study.best_trials)
+    try:
+        return [study.best_trial]
+    except ValueError:  # no complete (feasible) trial
+        return []
+
+
 def pareto_trials(study: optuna.Study, objectives: Objectives) -> list[FrozenTrial]:
-    """Feasible, non-dominated complete trials (Optuna's Pareto front; the best trial for one objective)."""
-    if len(objectives.names) > 1:
-        trials = list(study.best_trials)
-    else:
-        try:
-            trials = [study.best_trial]
-        except ValueError:  # no complete (feasible) trial
-            trials = []
+    """Feasible, non-dominated complete trials of a cachelab search, cheapest first."""
+    trials = front_trials(study)
     key = next((i for i, n in enumerate(objectives.names) if n in COSTS), 0)
     sign = 1 if objectives.directions[key] == "minimize" else -1
     return sorted(trials, key=lambda t: (sign * t.values[key], t.number))
