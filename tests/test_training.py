@@ -79,3 +79,33 @@ def test_init_from_refuses_what_it_cannot_continue(tmp_path):
     with pytest.raises(SystemExit):
         main(["--model", "latte", "--tiny", "--out", str(tmp_path / "x"), "--init-from", str(tmp_path),
               "--resume", str(tmp_path)])
+
+
+def test_input_perturbation_noises_the_input_but_not_the_target(monkeypatch, tmp_path):
+    """--input-perturbation: x_t = sqrt(a) x0 + sqrt(1-a) (noise + gamma * extra), target v from the noise alone."""
+    from cachelab.zoo.training import Trainer, parse_args
+
+    seen = {}
+    for gamma in (0.0, 0.5):
+        trainer = Trainer(parse_args(["--model", "latte", "--tiny", "--out", str(tmp_path / str(gamma)),
+                                      "--input-perturbation", str(gamma), "--no-compile"]))
+        captured = {}
+
+        def forward(hidden_states, encoder_hidden_states, timestep, return_dict):
+            captured.update(xt=hidden_states, t=timestep)
+            return (torch.zeros_like(hidden_states).repeat(1, 2, 1, 1, 1),)
+
+        trainer.forward = forward
+        x0, emb = trainer.batch()
+        loss = trainer.loss(x0, emb)
+        gen = torch.Generator().manual_seed(trainer.args.seed + 1)  # the device generator's seed (CPU, step 0)
+        t = torch.randint(0, len(trainer.alphas), (x0.shape[0],), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        extra = torch.randn(x0.shape, generator=gen) if gamma else torch.zeros_like(x0)
+        a = trainer.alphas[t].view(-1, 1, 1, 1, 1)
+        assert torch.equal(captured["t"], t)
+        torch.testing.assert_close(captured["xt"], a.sqrt() * x0 + (1 - a).sqrt() * (noise + gamma * extra))
+        target = a.sqrt() * noise - (1 - a).sqrt() * x0  # a zero prediction's loss is the target's mean square
+        torch.testing.assert_close(loss, target.pow(2).mean())
+        seen[gamma] = captured["xt"]
+    assert not torch.allclose(seen[0.0], seen[0.5])

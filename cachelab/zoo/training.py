@@ -10,7 +10,8 @@ metadata) to ``--out``; ``--resume DIR`` starts the next job from them (the opti
 ``--init-from PIPELINE_DIR`` starts from a saved pipeline's transformer instead (the shipped bf16 weights, upcast
 to fp32), taking the steps and minutes already trained from that directory's ``training-log.jsonl``. Every
 ``--probe-every`` steps it logs how much each prompt word moves the prediction (colour, shape, direction), so a
-word the model learns to ignore shows up early.
+word the model learns to ignore shows up early. ``--input-perturbation GAMMA`` trains against exposure bias (a
+model that denoises well in one step but drifts on its own sampling path).
 
 Run ``python -m cachelab.zoo.training --help``; ``--tiny`` is a seconds-long CPU mode used by the tests.
 """
@@ -54,6 +55,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=250)
     p.add_argument("--ema", type=float, default=0.999)
     p.add_argument("--caption-dropout", type=float, default=0.1)
+    p.add_argument("--input-perturbation", type=float, default=0.0, metavar="GAMMA",
+                   help="noise the input with noise + GAMMA * extra noise while the target keeps the noise alone "
+                        "(Ning et al. 2023, DDPM-IP; 0.1 there): trains on inputs like the model's own sampling "
+                        "path, against exposure bias")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--probe-every", type=int, default=500)
@@ -185,7 +190,12 @@ class Trainer:
         t = torch.randint(0, len(self.alphas), (n,), generator=self.device_generator, device=self.device)
         noise = torch.randn(x0.shape, generator=self.device_generator, device=self.device)
         a = self.alphas[t].view(-1, *[1] * (x0.ndim - 1))
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        seen = noise
+        if self.args.input_perturbation:
+            extra = torch.randn(x0.shape, generator=self.device_generator, device=self.device)
+            seen = noise + self.args.input_perturbation * extra
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * seen
+        # the target is the unperturbed v: the model learns to map a drifted input back onto the true path
         target = a.sqrt() * noise - (1 - a).sqrt() * x0
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.device.type == "cuda"):
             pred = self.forward(hidden_states=xt, encoder_hidden_states=emb, timestep=t, return_dict=False)[0]
