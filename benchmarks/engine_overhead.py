@@ -11,6 +11,10 @@ Parts (one per run, so that each fits a short job):
   from scratch (``torch._dynamo.reset()``). The warm-up generation compiles; graphs compiled during the timed
   generations are counted (0 means no recompilation).
 * ``profile``: kernel launches and host time of one generation per case (torch.profiler), for the eager part.
+* ``steps``: where a cached generation's time goes, per kind of step. Each scheduler step is marked on the
+  device's timeline (a CUDA event after ``scheduler.step``, outside any compiled region); the steps of a cached
+  run are grouped by what they reused, and each group's time is compared with the same steps of the uncached run
+  (same mode) and with the group's own MAC ideal. ``--modes`` takes ``eager`` too.
 
 usage: python benchmarks/engine_overhead.py --part eager --model tiny-cogvideox --out OUT_DIR
 Writes ``<part>-<model>.json`` and ``.md`` into OUT_DIR.
@@ -22,6 +26,7 @@ import argparse
 import datetime
 import json
 import statistics
+import time
 import warnings
 from pathlib import Path
 
@@ -176,6 +181,125 @@ def run_pyprofile(model, args) -> str:
     return report.getvalue()
 
 
+class _StepClock:
+    """Marks the end of every ``scheduler.step`` (and the start of the generation) on the device's timeline."""
+
+    def __init__(self, scheduler, device: torch.device):
+        self.scheduler, self.device, self.marks = scheduler, device, []
+
+    def _mark(self):
+        if self.device.type != "cuda":
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def __enter__(self):
+        original = self.scheduler.step
+
+        def step(*args, **kwargs):
+            out = original(*args, **kwargs)
+            self.marks.append(self._mark())
+            return out
+
+        self.marks = [self._mark()]
+        self.scheduler.step = step  # an instance attribute over the class's method, removed on exit
+        return self
+
+    def __exit__(self, *exc):
+        del self.scheduler.step
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def seconds(self) -> list[float]:
+        if self.device.type != "cuda":
+            return [b - a for a, b in zip(self.marks, self.marks[1:])]
+        return [a.elapsed_time(b) / 1e3 for a, b in zip(self.marks, self.marks[1:])]
+
+
+def step_fractions(stats) -> dict[int, tuple[float, str]]:
+    """step -> (MACs computed over MACs of an uncached step, what the step reused)."""
+    record, macs = stats.record, stats.record.macs_per_sample or {}
+    total: dict[int, float] = {}
+    for (denoiser, step), samples in record.logical_samples.items():
+        total[step] = total.get(step, 0.0) + macs.get(denoiser, 0.0) * samples
+    saved: dict[int, float] = {}
+    for (key, step), row in record.events.items():
+        saved[step] = saved.get(step, 0.0) + macs.get(key, 0.0) * row[3]
+    out = {}
+    for step, kinds in stats.by_step().items():
+        reused = sorted(kind for kind, (_computed, re) in kinds.items() if re)
+        label = "reuses " + ", ".join(reused) if reused else "computes all"
+        out[step] = ((total[step] - saved.get(step, 0.0)) / total[step] if total.get(step) else 1.0, label)
+    return out
+
+
+def run_steps(model, args) -> list[dict]:
+    prompts, seeds = model.prompts(args.prompts), list(range(args.prompts))
+    dev = next(model.transformer.parameters()).device
+    generate = lambda: model.generate(prompts, seeds, args.steps, model.guidance)  # noqa: E731
+    rows = []
+    for mode in args.modes:
+        per_case: dict[str, list[list[float]]] = {}
+        fractions: dict[str, dict[int, tuple[float, str]]] = {}
+        for policy in [None, *args.policies]:
+            name = policy or "uncached"
+            torch._dynamo.reset()
+            case = Case(name, policy)
+            with _applied(model, case):
+                if mode == "whole":
+                    model.transformer.compile()
+                elif mode == "regional":
+                    for blocks in model.transformer.children():
+                        if isinstance(blocks, torch.nn.ModuleList):
+                            for block in blocks:
+                                block.compile()
+                generate()  # warm-up: compiles, and counts MACs for the fractions
+                if case.handle is not None:
+                    fractions[name] = step_fractions(case.handle.stats())
+                runs = []
+                for _ in range(args.repeats):
+                    with _StepClock(model.target.scheduler, dev) as clock:
+                        generate()
+                    runs.append(clock.seconds())
+                per_case[name] = runs
+            _uncompile(model.transformer)
+        base = [statistics.median(run[i] for run in per_case["uncached"]) for i in range(args.steps)]
+        for name, runs in per_case.items():
+            if name == "uncached":
+                continue
+            groups: dict[str, list[int]] = {}
+            for step, (_fraction, label) in fractions[name].items():
+                groups.setdefault(label, []).append(step)
+            for label, steps in sorted(groups.items(), key=lambda kv: kv[1][0]):
+                mine = sum(statistics.median(run[i] for run in runs) for i in steps)
+                theirs = sum(base[i] for i in steps)
+                ideal = len(steps) / sum(fractions[name][i][0] for i in steps)
+                rows.append({"mode": mode, "policy": name, "steps_reusing": label, "steps": len(steps),
+                             "uncached_seconds": theirs, "cached_seconds": mine, "speedup": theirs / mine,
+                             "ideal_speedup": ideal, "of_ideal": theirs / mine / ideal})
+            total_base, total_mine = sum(base), sum(statistics.median(run[i] for run in runs) for i in range(args.steps))
+            macs = sum(f for f, _ in fractions[name].values()) / len(fractions[name])
+            rows.append({"mode": mode, "policy": name, "steps_reusing": "all steps", "steps": args.steps,
+                         "uncached_seconds": total_base, "cached_seconds": total_mine,
+                         "speedup": total_base / total_mine, "ideal_speedup": 1 / macs,
+                         "of_ideal": total_base / total_mine * macs})
+        for row in rows:
+            if row["mode"] == mode:
+                print(f"{mode} {row['policy']} [{row['steps_reusing']}] x{row['steps']}: {row['speedup']:.3f}x of "
+                      f"{row['ideal_speedup']:.2f}x ideal ({row['of_ideal']:.1%})", flush=True)
+    return rows
+
+
+def steps_table(rows: list[dict]) -> str:
+    lines = ["| mode | policy | steps that | steps | uncached s | cached s | speedup | ideal | of ideal |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['mode']} | {r['policy']} | {r['steps_reusing']} | {r['steps']} | {r['uncached_seconds']:.4f} | "
+                     f"{r['cached_seconds']:.4f} | {r['speedup']:.3f}x | {r['ideal_speedup']:.2f}x | {r['of_ideal']:.1%} |")
+    return "\n".join(lines)
+
+
 def table(cases: list[Case], baselines: dict[str, float]) -> str:
     lines = ["| case | ideal speedup | latency s (median) | speedup | of ideal | graphs compiled after warm-up |",
              "|---|---|---|---|---|---|"]
@@ -192,12 +316,13 @@ def table(cases: list[Case], baselines: dict[str, float]) -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=["eager", "compile", "profile", "pyprofile"], required=True)
+    p.add_argument("--part", choices=["eager", "compile", "profile", "pyprofile", "steps"], required=True)
     p.add_argument("--model", default="tiny-cogvideox")
     p.add_argument("--prompts", type=int, default=1)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--modes", default="regional,whole", help="compile part: regional, whole or both")
+    p.add_argument("--modes", default="regional,whole", help="compile and steps parts: regional, whole (and, for "
+                   "steps, eager), comma-separated")
     p.add_argument("--policies", default="fastercache,pab", help="compile part: cached cases")
     p.add_argument("--cases", default="", help="eager part: only these cases (comma-separated names), e.g. "
                    "'uncached,hooks, never reuse' is written uncached,never")
@@ -225,10 +350,19 @@ def main(argv=None) -> None:
         "torch": torch.__version__,
         "static_shapes": args.static_shapes, "model": args.model, "prompts": args.prompts, "steps": args.steps, "repeats": args.repeats,
     }
-    stem = args.out / f"{args.part}-{args.model}{'-' + '-'.join(args.modes) if args.part == 'compile' else ''}{'-static' if args.static_shapes else ''}"
+    stem = args.out / f"{args.part}-{args.model}{'-' + '-'.join(args.modes) if args.part in ('compile', 'steps') else ''}{'-static' if args.static_shapes else ''}"
     if args.part == "pyprofile":
         text = run_pyprofile(model, args)
         stem.with_suffix(".txt").write_text(text)
+        return
+    if args.part == "steps":
+        rows = run_steps(model, args)
+        stem.with_suffix(".json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
+        header = (f"{meta['device']}, {meta['date']}, commit {meta['commit'][:10]}, torch {meta['torch']}\n\n"
+                  f"`{meta['command']}`\n\n{args.model}, {args.prompts} prompt(s), {args.steps} steps, per-step "
+                  f"medians of {args.repeats} generations\n\n")
+        stem.with_suffix(".md").write_text(header + steps_table(rows) + "\n")
+        print(header + steps_table(rows), flush=True)
         return
     if args.part == "profile":
         rows = run_profile(model, args)
