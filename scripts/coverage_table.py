@@ -3,7 +3,7 @@
     python scripts/coverage_table.py > table.md
 
 Runs the checks of ``tests/test_coverage.py`` (``tests/coverage_checks.py``): a cell is ✓ with the fraction of
-FLOPs the policy's aggressive test parameters skip over 4 batched-CFG calls, or ``refuses:`` and why. Classes
+FLOPs the policy's aggressive test parameters skip over 4 batched-CFG calls (latents that move a little each step), or ``refuses:`` and why. Classes
 with no tiny config follow the table with their reason. ``tests/test_coverage.py`` checks that the README's
 copy has the same rows, cells and uncovered classes.
 """

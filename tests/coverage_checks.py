@@ -17,11 +17,12 @@ from torch.utils.flop_counter import FlopCounterMode
 import cachelab
 from cachelab.errors import CachelabError
 from configs import AGGRESSIVE, NEVER_REUSE, SEED_POLICIES
-from tiny_transformers import TINY_TRANSFORMERS
+from tiny_transformers import TINY_TRANSFORMERS, draw
 
 STEPS = 4
 TIMESTEPS = torch.linspace(900, 300, STEPS).tolist()  # decreasing, as a sampler calls the denoiser
 CFG_BATCH = 2  # [uncond, cond] in one call
+LATENT_DRIFT = 0.05  # how far the latents move per step, in units of a standard-normal draw
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,18 @@ def baseline(name: str):
 
 @functools.cache
 def inputs(name: str) -> tuple[dict, ...]:
-    """The model's inputs at each step (drawn once per model and process)."""
-    return tuple(TINY_TRANSFORMERS[name].inputs(CFG_BATCH, t) for t in TIMESTEPS)
+    """The model's inputs at each step (drawn once per model and process). The latents move a little at every
+    step, as a sampler's do: policies that read the change of the input (EasyCache's transformation rate) see
+    one, while the timestep alone would leave it undefined."""
+    spec = TINY_TRANSFORMERS[name]
+    drift = draw(CFG_BATCH, 1, **spec.latents)
+    steps = []
+    for step, t in enumerate(TIMESTEPS):
+        kwargs = spec.inputs(CFG_BATCH, t)
+        for key in spec.latents:
+            kwargs[key] = kwargs[key] + LATENT_DRIFT * step * drift[key].to(kwargs[key].dtype)
+        steps.append(kwargs)
+    return tuple(steps)
 
 
 def run(model: torch.nn.Module, name: str, count: bool = False) -> tuple[list[torch.Tensor], int | None]:
