@@ -55,6 +55,25 @@ class Case:
         self.compile_seconds: float | None = None  # the first generation of a compiled case
 
 
+def workload(model, args):
+    """The device, and one generation of ``--prompts`` prompts (seeds 0..K-1) at ``--steps`` steps."""
+    prompts, seeds = model.prompts(args.prompts), list(range(args.prompts))
+    generate = lambda: model.generate(prompts, seeds, args.steps, model.guidance)  # noqa: E731
+    return next(model.transformer.parameters()).device, generate
+
+
+def compile_transformer(transformer, mode: str) -> None:
+    """``whole``: ``transformer.compile()``; ``regional``: each block of its block lists, as diffusers'
+    ``compile_repeated_blocks`` does; ``eager``: nothing."""
+    if mode == "whole":
+        transformer.compile()
+    elif mode == "regional":
+        for blocks in transformer.children():
+            if isinstance(blocks, torch.nn.ModuleList):
+                for block in blocks:
+                    block.compile()
+
+
 def eager_cases() -> list[Case]:
     return [Case("uncached", None), Case("hooks, never reuse", NEVER_REUSE)] + [Case(p, p) for p in SEED_POLICIES]
 
@@ -96,9 +115,7 @@ class _applied:
 def run_compile(model, args) -> list[Case]:
     from torch._dynamo.utils import counters
 
-    prompts, seeds = model.prompts(args.prompts), list(range(args.prompts))
-    dev = next(model.transformer.parameters()).device
-    generate = lambda: model.generate(prompts, seeds, args.steps, model.guidance)  # noqa: E731
+    dev, generate = workload(model, args)
     cases = []
     for mode in args.modes:
         for policy in [None, *args.policies]:
@@ -106,13 +123,7 @@ def run_compile(model, args) -> list[Case]:
             torch._dynamo.reset()
             transformer = model.transformer
             with _applied(model, case):
-                if mode == "whole":
-                    transformer.compile()
-                else:
-                    for name, blocks in transformer.named_children():
-                        if isinstance(blocks, torch.nn.ModuleList):
-                            for block in blocks:
-                                block.compile()
+                compile_transformer(transformer, mode)
                 _, compile_seconds = timed(generate, dev)
                 case.fraction = case.handle.stats().computed_fraction if case.handle else 1.0
                 counters.clear()
@@ -135,8 +146,7 @@ def _uncompile(transformer) -> None:
 def run_profile(model, args) -> list[dict]:
     from torch.profiler import ProfilerActivity, profile
 
-    prompts, seeds = model.prompts(args.prompts), list(range(args.prompts))
-    generate = lambda: model.generate(prompts, seeds, args.steps, model.guidance)  # noqa: E731
+    _, generate = workload(model, args)
     rows = []
     for case in eager_cases() + [Case("cfg_cache, never reuse", {"policy": "cfg_cache", "interval": 1}),
                                  Case("pab, never reuse", {"policy": "pab", "spatial_interval": 1, "temporal_interval": 1,
@@ -163,8 +173,7 @@ def run_pyprofile(model, args) -> str:
     import io
     import pstats
 
-    prompts, seeds = model.prompts(args.prompts), list(range(args.prompts))
-    generate = lambda: model.generate(prompts, seeds, args.steps, model.guidance)  # noqa: E731
+    _, generate = workload(model, args)
     report = io.StringIO()
     for case in [Case("uncached", None), Case("hooks, never reuse", NEVER_REUSE), Case("fastercache", "fastercache")]:
         with _applied(model, case):
@@ -235,9 +244,7 @@ def step_fractions(stats) -> dict[int, tuple[float, str]]:
 
 
 def run_steps(model, args) -> list[dict]:
-    prompts, seeds = model.prompts(args.prompts), list(range(args.prompts))
-    dev = next(model.transformer.parameters()).device
-    generate = lambda: model.generate(prompts, seeds, args.steps, model.guidance)  # noqa: E731
+    dev, generate = workload(model, args)
     rows = []
     for mode in args.modes:
         per_case: dict[str, list[list[float]]] = {}
@@ -247,13 +254,7 @@ def run_steps(model, args) -> list[dict]:
             torch._dynamo.reset()
             case = Case(name, policy)
             with _applied(model, case):
-                if mode == "whole":
-                    model.transformer.compile()
-                elif mode == "regional":
-                    for blocks in model.transformer.children():
-                        if isinstance(blocks, torch.nn.ModuleList):
-                            for block in blocks:
-                                block.compile()
+                compile_transformer(model.transformer, mode)
                 generate()  # warm-up: compiles, and counts MACs for the fractions
                 if case.handle is not None:
                     fractions[name] = step_fractions(case.handle.stats())
