@@ -535,6 +535,19 @@ TINY_TRANSFORMERS: dict[str, TinySpec] = {
         {"hidden_states": (LATENT_CHANNELS, 16), "encoder_hidden_states": TEXT, "global_hidden_states": (1, 32)},
         lambda batch, seed: {"rotary_embedding": _stable_audio_rope()},
     ),
+    "stable-audio3": TinySpec(
+        "StableAudio3DiTModel",
+        dict(
+            io_channels=LATENT_CHANNELS, embed_dim=32, depth=2, num_heads=2, cond_token_dim=TEXT_DIM,
+            global_cond_dim=POOLED_DIM, local_add_cond_dim=LATENT_CHANNELS + 1, timestep_features_dim=16,
+            ff_mult=2.0, num_memory_tokens=4,
+        ),
+        # the pipeline appends the duration embedding to the text as one more, always valid, context token
+        {"hidden_states": (LATENT_CHANNELS, 16), "encoder_hidden_states": (TEXT_LEN + 1, TEXT_DIM),
+         "global_hidden_states": (POOLED_DIM,)},
+        _mask("encoder_attention_mask", torch.bool, TEXT_LEN + 1),
+        timestep_scale=1e-3,  # the model takes the flow-matching sigma in [0, 1]
+    ),
     "transformer2d": TinySpec(
         "Transformer2DModel",
         # a patched, ada-norm-zero class-conditional transformer (the DiT layout before DiTTransformer2DModel)
@@ -782,7 +795,6 @@ NOT_COVERED: dict[str, str] = {
     "QwenImage21Transformer2DModel": "time ran out: no tiny config yet (image masks and an optional KV cache)",
     "SanaWMLTX2RefinerTransformer3DModel": "time ran out: no tiny config yet (video RoPE tables and a KV cache)",
     "SanaWMTransformer3DModel": "time ran out: no tiny config yet (camera conditions, Plucker rays and chunked frames)",
-    "StableAudio3DiTModel": "time ran out: no tiny config yet (1-D audio latents with local conditions)",
 }  # fmt: skip
 
 

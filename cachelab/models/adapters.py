@@ -131,6 +131,8 @@ ADAPTERS: dict[str, Adapter] = {
         batch_sized_tokens="a call of one sample crops the text to its valid tokens while a batched call keeps "
         "them all",
     ),
+    # cross-attention to the text + duration context, a class of its own without is_cross_attention
+    "StableAudio3DiTModel": Adapter(roles={("StableAudio3DiTBlock", "cross_attn"): "attn.cross"}),
     # the refiners run once on the image and once on the text tokens before the main layers
     "Lumina2Transformer2DModel": Adapter(
         stacks=(("layers",),),
