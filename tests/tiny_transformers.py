@@ -153,6 +153,9 @@ PACKED_GRID = LATENT_SIZE // 2
 PACKED_CHANNELS = LATENT_CHANNELS * 4
 #: HunyuanVideo Framepack: 4 latent frames, so no frame-index table has the batch size (2) as its length
 FRAMEPACK_FRAMES = 4
+#: LTX-2's audio latents: frames of (8 latent channels x 2 mel bins) packed into one token each
+LTX2_AUDIO_FRAMES = 8
+LTX2_AUDIO_CHANNELS = 16
 ALLEGRO_HEAD_DIM = 12  # RoPE splits the head into three equal, even parts
 ALLEGRO_ROPE_SCALE = (2.2, 2.0, 2.0)
 
@@ -316,6 +319,28 @@ TINY_TRANSFORMERS: dict[str, TinySpec] = {
             _mask("encoder_attention_mask", torch.bool),
             # rope_interpolation_scale as LTXPipeline computes it: (VAE temporal ratio / fps, spatial, spatial)
             _const(num_frames=VIDEO_FRAMES, height=LATENT_SIZE, width=LATENT_SIZE, rope_interpolation_scale=(8 / 25, 32, 32)),
+        ),
+    ),
+    "ltx2": TinySpec(
+        "LTX2VideoTransformer3DModel",
+        # LTX-2.0 layout: joint video and audio streams, each with self-, text- and cross-modal attention
+        dict(
+            in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, patch_size=1, patch_size_t=1,
+            num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16,  # text projected to the inner dim
+            audio_in_channels=LTX2_AUDIO_CHANNELS, audio_out_channels=LTX2_AUDIO_CHANNELS,
+            audio_num_attention_heads=2, audio_attention_head_dim=8, audio_cross_attention_dim=16, num_layers=2,
+            caption_channels=TEXT_DIM,
+        ),
+        # packed video tokens (frames * height * width, channels) and audio tokens (frames, channels * mel bins);
+        # the RoPE coordinates are built from the grid sizes (the pipeline's coords are batched, one per sample)
+        {"hidden_states": (VIDEO_FRAMES * LATENT_SIZE**2, LATENT_CHANNELS),
+         "audio_hidden_states": (LTX2_AUDIO_FRAMES, LTX2_AUDIO_CHANNELS), "encoder_hidden_states": TEXT,
+         "audio_encoder_hidden_states": TEXT},
+        _merge(
+            _mask("encoder_attention_mask"),
+            _mask("audio_encoder_attention_mask"),  # the pipeline passes the same mask to both streams
+            _const(num_frames=VIDEO_FRAMES, height=LATENT_SIZE, width=LATENT_SIZE, fps=24.0,
+                   audio_num_frames=LTX2_AUDIO_FRAMES),
         ),
     ),
     "mochi": TinySpec(
@@ -787,7 +812,6 @@ NOT_COVERED: dict[str, str] = {
     "Kandinsky6SRTransformer3DModel": "time ran out: no tiny config yet (super-resolution stage of Kandinsky 6)",
     "Kandinsky6Transformer3DModel": "time ran out: no tiny config yet (audio latents, visual RoPE positions and token type ids)",
     "Krea2Transformer2DModel": "time ran out: no tiny config yet (position ids and its own text stack)",
-    "LTX2VideoTransformer3DModel": "time ran out: no tiny config yet (joint audio and video latents, coordinates and per-modality timesteps)",
     "LongCatAudioDiTTransformer": "time ran out: no tiny config yet (1-D audio latents with a latent condition)",
     "MiniMaxH3Transformer3DModel": "time ran out: no tiny config yet (joint video, audio and text token lists with tags and indices)",
     "NucleusMoEImageTransformer2DModel": "time ran out: no tiny config yet (Qwen-Image-like img_shapes and an MoE)",

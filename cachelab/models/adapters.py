@@ -133,6 +133,17 @@ ADAPTERS: dict[str, Adapter] = {
     ),
     # cross-attention to the text + duration context, a class of its own without is_cross_attention
     "StableAudio3DiTModel": Adapter(roles={("StableAudio3DiTBlock", "cross_attn"): "attn.cross"}),
+    # joint video and audio streams; attn2 attends to the text and the a2v / v2a attentions to the other stream
+    "LTX2VideoTransformer3DModel": Adapter(
+        stacks=(("transformer_blocks",),),
+        roles={
+            ("LTX2VideoTransformerBlock", "attn2"): "attn.cross",
+            ("LTX2VideoTransformerBlock", "audio_attn2"): "attn.cross",
+            ("LTX2VideoTransformerBlock", "audio_to_video_attn"): "attn.cross",
+            ("LTX2VideoTransformerBlock", "video_to_audio_attn"): "attn.cross",
+        },
+        block_outputs={"LTX2VideoTransformerBlock": ("hidden_states", "audio_hidden_states")},
+    ),
     # the refiners run once on the image and once on the text tokens before the main layers
     "Lumina2Transformer2DModel": Adapter(
         stacks=(("layers",),),
