@@ -117,8 +117,9 @@ def test_cfg_cache_refuses_token_outputs_without_flat_layout():
 
 #: role counts of tiny models whose attention classes the generic rules would misread (see their adapters)
 ADAPTED_ROLES = {
-    # its cross-attention class has no is_cross_attention flag
+    # their cross-attention classes have no is_cross_attention flag
     "stable-audio3": {"block": 2, "attn.spatial": 2, "attn.cross": 2},
+    "longcat-audio": {"block": 2, "attn.spatial": 2, "attn.cross": 2},
     # LTX2Attention has no is_cross_attention flag: text and cross-modal (a2v, v2a) attention look like self-attention
     "ltx2": {"block": 2, "attn.spatial": 4, "attn.cross": 8, "ffn": 4},
 }

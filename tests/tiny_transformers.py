@@ -49,6 +49,8 @@ class TinySpec:
         extras: ``(batch, seed) -> kwargs`` for the other inputs (masks, ids, labels, unbatched tables).
         timestep_scale: the model receives ``timestep * timestep_scale``.
         timestep_arg: the name of the timestep argument in the model's forward.
+        redrawn: parameters the class initialises to zero that leave the untrained model's output zero (a zero
+            output projection): drawn from N(0, 0.1^2) after construction, as training would have moved them.
     """
 
     model_class: str
@@ -58,6 +60,7 @@ class TinySpec:
     timestep_scale: float = 1.0
     timestep_arg: str = "timestep"
     return_dict: bool = field(default=False)
+    redrawn: tuple[str, ...] = ()
 
     def build(self, seed: int = 0) -> torch.nn.Module:
         """The model in ``eval()`` mode, with the same weights on every call for one seed."""
@@ -67,6 +70,9 @@ class TinySpec:
         with torch.random.fork_rng(devices=[]):  # building does not reseed the caller's random stream
             torch.manual_seed(seed)
             model = cls(**self.config)
+            with torch.no_grad():
+                for name in self.redrawn:
+                    torch.nn.init.normal_(model.get_parameter(name), std=0.1)
         return model.eval()
 
     def inputs(self, batch: int, timestep: float, seed: int = 0) -> dict[str, Any]:
@@ -573,6 +579,19 @@ TINY_TRANSFORMERS: dict[str, TinySpec] = {
         _mask("encoder_attention_mask", torch.bool, TEXT_LEN + 1),
         timestep_scale=1e-3,  # the model takes the flow-matching sigma in [0, 1]
     ),
+    "longcat-audio": TinySpec(
+        "LongCatAudioDiTTransformer",
+        dict(dit_dim=32, dit_depth=2, dit_heads=2, dit_text_dim=TEXT_DIM, latent_dim=LATENT_CHANNELS, ff_mult=2.0),
+        {"hidden_states": (16, LATENT_CHANNELS), "encoder_hidden_states": TEXT},
+        _merge(
+            _mask("encoder_attention_mask", torch.bool),
+            # every latent frame valid; text-to-audio passes a zero latent condition
+            _per_sample(attention_mask=lambda b: torch.ones(b, 16, dtype=torch.bool),
+                        latent_cond=lambda b: torch.zeros(b, 16, LATENT_CHANNELS)),
+        ),
+        timestep_scale=1e-3,  # the pipeline passes t / num_train_timesteps
+        redrawn=("proj_out.weight",),
+    ),
     "transformer2d": TinySpec(
         "Transformer2DModel",
         # a patched, ada-norm-zero class-conditional transformer (the DiT layout before DiTTransformer2DModel)
@@ -812,7 +831,6 @@ NOT_COVERED: dict[str, str] = {
     "Kandinsky6SRTransformer3DModel": "time ran out: no tiny config yet (super-resolution stage of Kandinsky 6)",
     "Kandinsky6Transformer3DModel": "time ran out: no tiny config yet (audio latents, visual RoPE positions and token type ids)",
     "Krea2Transformer2DModel": "time ran out: no tiny config yet (position ids and its own text stack)",
-    "LongCatAudioDiTTransformer": "time ran out: no tiny config yet (1-D audio latents with a latent condition)",
     "MiniMaxH3Transformer3DModel": "time ran out: no tiny config yet (joint video, audio and text token lists with tags and indices)",
     "NucleusMoEImageTransformer2DModel": "time ran out: no tiny config yet (Qwen-Image-like img_shapes and an MoE)",
     "OmniGenTransformer2DModel": "time ran out: no tiny config yet (token ids, input image latents and batched position ids)",

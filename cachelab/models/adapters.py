@@ -131,8 +131,9 @@ ADAPTERS: dict[str, Adapter] = {
         batch_sized_tokens="a call of one sample crops the text to its valid tokens while a batched call keeps "
         "them all",
     ),
-    # cross-attention to the text + duration context, a class of its own without is_cross_attention
+    # cross-attention classes of their own, without is_cross_attention
     "StableAudio3DiTModel": Adapter(roles={("StableAudio3DiTBlock", "cross_attn"): "attn.cross"}),
+    "LongCatAudioDiTTransformer": Adapter(roles={("AudioDiTBlock", "cross_attn"): "attn.cross"}),
     # joint video and audio streams; attn2 attends to the text and the a2v / v2a attentions to the other stream
     "LTX2VideoTransformer3DModel": Adapter(
         stacks=(("transformer_blocks",),),
