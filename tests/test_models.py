@@ -120,6 +120,8 @@ ADAPTED_ROLES = {
     # their cross-attention classes have no is_cross_attention flag
     "stable-audio3": {"block": 2, "attn.spatial": 2, "attn.cross": 2},
     "longcat-audio": {"block": 2, "attn.spatial": 2, "attn.cross": 2},
+    # its attention and FFN classes subclass no attention type: found because the adapter names them
+    "sana-wm": {"block": 2, "attn.spatial": 2, "attn.cross": 2, "ffn": 2},
     # LTX2Attention has no is_cross_attention flag: text and cross-modal (a2v, v2a) attention look like self-attention
     "ltx2": {"block": 2, "attn.spatial": 4, "attn.cross": 8, "ffn": 4},
 }

@@ -8,7 +8,8 @@ those exist; the facts carried over are noted beside the values that must agree 
 Conventions of ``spec.inputs(batch, timestep, seed=0)``:
 
 * ``timestep`` is on the scheduler's 0-1000 scale; ``timestep_scale`` converts it the way the pipeline does
-  (Flux-like pipelines pass ``t / 1000``). The timestep is a float32 tensor of shape ``(batch,)``.
+  (Flux-like pipelines pass ``t / 1000``). The timestep is a float32 tensor of shape ``(batch,)``, or
+  ``(batch, *timestep_shape)`` for models that take one per frame.
 * Random tensors are drawn sample by sample from one generator seeded with ``seed``, so the first *k* samples of
   a batch of *n* equal a batch of *k* (tests of CFG splitting compare them).
 * Text masks keep a different number of tokens per sample (16, 13, 16, 13, ...) so masking code runs.
@@ -49,6 +50,8 @@ class TinySpec:
         extras: ``(batch, seed) -> kwargs`` for the other inputs (masks, ids, labels, unbatched tables).
         timestep_scale: the model receives ``timestep * timestep_scale``.
         timestep_arg: the name of the timestep argument in the model's forward.
+        timestep_shape: the per-sample shape of the timestep, for models that take one per frame (the same value
+            in every frame here, as their text-to-video pipelines pass it).
         timestep_copies: other arguments that get the same timestep tensor (ACE-Step's mean-flow reference time r,
             which its pipeline sets equal to t).
         redrawn: parameters the class initialises to zero that leave the untrained model's output zero (a zero
@@ -64,6 +67,7 @@ class TinySpec:
     return_dict: bool = field(default=False)
     redrawn: tuple[str, ...] = ()
     timestep_copies: tuple[str, ...] = ()
+    timestep_shape: tuple[int, ...] = ()
 
     def build(self, seed: int = 0) -> torch.nn.Module:
         """The model in ``eval()`` mode, with the same weights on every call for one seed."""
@@ -80,7 +84,7 @@ class TinySpec:
 
     def inputs(self, batch: int, timestep: float, seed: int = 0) -> dict[str, Any]:
         """Keyword arguments for ``model(**kwargs)``, including ``return_dict=False``."""
-        t = torch.full((batch,), float(timestep) * self.timestep_scale, dtype=torch.float32)
+        t = torch.full((batch, *self.timestep_shape), float(timestep) * self.timestep_scale, dtype=torch.float32)
         return {
             **draw(batch, seed, **self.latents),
             self.timestep_arg: t,
@@ -192,6 +196,31 @@ def _allegro_rotary_emb(batch: int, seed: int) -> dict[str, Any]:
     pos = torch.cartesian_prod(grid_t.long(), grid_h.long(), grid_w.long())
     grid_t, grid_h, grid_w = pos.reshape(-1, 3).transpose(0, 1).reshape(3, 1, -1).contiguous()
     return {"image_rotary_emb": ((freqs_t, freqs_h, freqs_w), (grid_t, grid_h, grid_w))}
+
+
+#: SANA-WM's VAE (LTX-2's) compresses time 8x and space 32x
+SANA_WM_VAE_STRIDE = (8, 32, 32)
+
+
+def _sana_wm_camera(batch: int, seed: int) -> dict[str, Any]:
+    """Camera conditions as SanaWMPipeline builds them (``prepare_camera``) for a camera moving forward and turning
+    a little, the same for every sample (the pipeline repeats them for CFG)."""
+    import math
+
+    import numpy as np
+    from diffusers.pipelines.sana_wm.cam_utils import prepare_camera
+
+    num_frames = (VIDEO_FRAMES - 1) * SANA_WM_VAE_STRIDE[0] + 1
+    size = LATENT_SIZE * SANA_WM_VAE_STRIDE[1]
+    c2w = np.tile(np.eye(4, dtype=np.float32), (num_frames, 1, 1))
+    for i in range(num_frames):
+        angle = 0.05 * i
+        c2w[i, 0, 0], c2w[i, 0, 2], c2w[i, 2, 0], c2w[i, 2, 2] = math.cos(angle), math.sin(angle), -math.sin(angle), math.cos(angle)
+        c2w[i, 2, 3] = 0.1 * i
+    intrinsics = np.tile(np.array([size, size, size / 2, size / 2], dtype=np.float32), (num_frames, 1))
+    camera = prepare_camera(c2w, intrinsics, target_size=(size, size), vae_stride=SANA_WM_VAE_STRIDE)
+    return {"camera_conditions": camera["raymap"].expand(batch, -1, -1).clone(),
+            "chunk_plucker": camera["chunk_plucker"].expand(batch, -1, -1, -1, -1).clone()}
 
 
 def _hunyuandit_rope() -> tuple[torch.Tensor, torch.Tensor]:
@@ -407,6 +436,20 @@ TINY_TRANSFORMERS: dict[str, TinySpec] = {
         ),
         {"hidden_states": VIDEO, "encoder_hidden_states": TEXT},
         _mask("encoder_attention_mask"),
+    ),
+    "sana-wm": TinySpec(
+        "SanaWMTransformer3DModel",
+        # camera-controlled: a gated-delta-net linear attention block and a softmax one, both with the UCPE camera
+        # branch, and the chunked Plucker rays added after attention
+        dict(
+            in_channels=LATENT_CHANNELS, num_layers=2, hidden_size=32, num_attention_heads=2,
+            softmax_every_n=2, linear_head_dim=16, chunk_plucker_channels=6 * SANA_WM_VAE_STRIDE[0],
+            chunk_plucker_post_attn_blocks=2, caption_channels=TEXT_DIM, mlp_ratio=2.0,
+        ),
+        {"hidden_states": VIDEO, "encoder_hidden_states": (1, TEXT_LEN, TEXT_DIM)},
+        _merge(_mask("mask"), _sana_wm_camera),
+        timestep_shape=(1, VIDEO_FRAMES),  # (batch, 1, frames), as the pipeline passes it
+        redrawn=("plucker_embedder.proj.weight",),  # zero-initialised: the rays would have no effect
     ),
     "lumina2": TinySpec(
         "Lumina2Transformer2DModel",
@@ -857,7 +900,6 @@ NOT_COVERED: dict[str, str] = {
     "OmniGenTransformer2DModel": "time ran out: no tiny config yet (token ids, input image latents and batched position ids)",
     "QwenImage21Transformer2DModel": "time ran out: no tiny config yet (image masks and an optional KV cache)",
     "SanaWMLTX2RefinerTransformer3DModel": "time ran out: no tiny config yet (video RoPE tables and a KV cache)",
-    "SanaWMTransformer3DModel": "time ran out: no tiny config yet (camera conditions, Plucker rays and chunked frames)",
 }  # fmt: skip
 
 

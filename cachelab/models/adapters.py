@@ -18,7 +18,8 @@ class Adapter:
         stacks: groups of block-list attribute names in execution order. Lists in one group are interleaved
             (layer *i* runs block *i* of each list in turn, as in Latte); groups run one after another.
         roles: ``(block class name, attribute path) -> role`` for attention modules whose role the generic
-            rules would get wrong (joint attention that concatenates text inside its processor, temporal lists).
+            rules would get wrong (joint attention that concatenates text inside its processor, temporal lists),
+            and for attention or FFN modules of classes the generic rules do not recognise (named here, found).
         stack_roles: ``(stack name, attribute path) -> role``, for the same purpose keyed by block list.
         block_outputs: ``block class name -> names of the forward arguments`` that each output of the block
             updates, in output order (blocks that return ``(encoder_hidden_states, hidden_states)``).
@@ -144,6 +145,14 @@ ADAPTERS: dict[str, Adapter] = {
             ("LTX2VideoTransformerBlock", "video_to_audio_attn"): "attn.cross",
         },
         block_outputs={"LTX2VideoTransformerBlock": ("hidden_states", "audio_hidden_states")},
+    ),
+    # its self-attention (a gated delta net or softmax attention with a camera branch) and FFN are classes of its own
+    "SanaWMTransformer3DModel": Adapter(
+        roles={
+            ("SanaVideoMSCamCtrlBlock", "attn"): "attn.spatial",
+            ("SanaVideoMSCamCtrlBlock", "cross_attn"): "attn.cross",
+            ("SanaVideoMSCamCtrlBlock", "mlp"): "ffn",
+        },
     ),
     # the refiners run once on the image and once on the text tokens before the main layers
     "Lumina2Transformer2DModel": Adapter(
