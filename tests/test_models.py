@@ -120,6 +120,8 @@ ADAPTED_ROLES = {
     # their cross-attention classes have no is_cross_attention flag
     "stable-audio3": {"block": 2, "attn.spatial": 2, "attn.cross": 2},
     "longcat-audio": {"block": 2, "attn.spatial": 2, "attn.cross": 2},
+    # LTX-2's blocks run on the video stream only: the audio modules they hold are not sites
+    "sana-wm-refiner": {"block": 2, "attn.spatial": 2, "attn.cross": 2, "ffn": 2},
     # its attention and FFN classes subclass no attention type: found because the adapter names them
     "sana-wm": {"block": 2, "attn.spatial": 2, "attn.cross": 2, "ffn": 2},
     # LTX2Attention has no is_cross_attention flag: text and cross-modal (a2v, v2a) attention look like self-attention

@@ -18,6 +18,7 @@ Conventions of ``spec.inputs(batch, timestep, seed=0)``:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -223,6 +224,27 @@ def _sana_wm_camera(batch: int, seed: int) -> dict[str, Any]:
             "chunk_plucker": camera["chunk_plucker"].expand(batch, -1, -1, -1, -1).clone()}
 
 
+#: the LTX-2 layout of the SANA-WM refiner (stage 2); its audio modules are built but never run
+SANA_WM_REFINER_CONFIG = dict(
+    in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, num_attention_heads=2, attention_head_dim=8,
+    cross_attention_dim=16, audio_in_channels=8, audio_out_channels=8, audio_num_attention_heads=2,
+    audio_attention_head_dim=8, audio_cross_attention_dim=16, num_layers=2, caption_channels=TEXT_DIM,
+)
+
+
+@functools.cache
+def _sana_wm_refiner_rope() -> tuple[torch.Tensor, torch.Tensor]:
+    """The video RoPE the refiner pipeline passes, for the window's absolute frame indices (one table broadcast
+    over the batch); only the model's parameter-free RoPE module is used."""
+    import diffusers
+
+    model = diffusers.SanaWMLTX2RefinerTransformer3DModel(**SANA_WM_REFINER_CONFIG)
+    return model.build_rotary_emb_for_absolute_positions(
+        batch_size=1, frame_positions=list(range(VIDEO_FRAMES)), height=LATENT_SIZE, width=LATENT_SIZE,
+        device=torch.device("cpu"), fps=24.0,
+    )
+
+
 def _hunyuandit_rope() -> tuple[torch.Tensor, torch.Tensor]:
     """2-D RoPE tables as HunyuanDiTPipeline builds them for an 8x8 latent with 2x2 patches."""
     from diffusers.models.embeddings import get_2d_rotary_pos_embed
@@ -383,6 +405,18 @@ TINY_TRANSFORMERS: dict[str, TinySpec] = {
             _const(num_frames=VIDEO_FRAMES, height=LATENT_SIZE, width=LATENT_SIZE, fps=24.0,
                    audio_num_frames=LTX2_AUDIO_FRAMES),
         ),
+    ),
+    "sana-wm-refiner": TinySpec(
+        "SanaWMLTX2RefinerTransformer3DModel",
+        SANA_WM_REFINER_CONFIG,
+        # one AR window of packed video tokens; its KV cache of the attention sink and refined history is left out
+        # (without one the model runs plain self-attention over the window, as its docs describe)
+        {"hidden_states": (VIDEO_FRAMES * LATENT_SIZE**2, LATENT_CHANNELS), "encoder_hidden_states": TEXT},
+        _merge(
+            _mask("encoder_attention_mask"),
+            lambda batch, seed: {"video_rotary_emb": _sana_wm_refiner_rope()},
+        ),
+        timestep_shape=(VIDEO_FRAMES * LATENT_SIZE**2,),  # one per token: the pipeline's sigma * 1000 everywhere
     ),
     "mochi": TinySpec(
         "MochiTransformer3DModel",
@@ -899,7 +933,6 @@ NOT_COVERED: dict[str, str] = {
     "NucleusMoEImageTransformer2DModel": "time ran out: no tiny config yet (Qwen-Image-like img_shapes and an MoE)",
     "OmniGenTransformer2DModel": "time ran out: no tiny config yet (token ids, input image latents and batched position ids)",
     "QwenImage21Transformer2DModel": "time ran out: no tiny config yet (image masks and an optional KV cache)",
-    "SanaWMLTX2RefinerTransformer3DModel": "time ran out: no tiny config yet (video RoPE tables and a KV cache)",
 }  # fmt: skip
 
 

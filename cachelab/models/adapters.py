@@ -29,6 +29,8 @@ class Adapter:
             text+image sequence padded to the longest prompt of the batch), empty when it does not.
         folded: ``stack name -> what the blocks' batch dimension holds besides the samples`` (``frames`` or
             ``tokens``), for stacks that fold video axes into the batch (Latte).
+        never_run: ``block class name -> attribute paths`` of modules a block holds but its forward never calls
+            (weights kept so a checkpoint loads): not sites.
     """
 
     stacks: tuple[tuple[str, ...], ...] = ()
@@ -39,6 +41,7 @@ class Adapter:
     batch_dims: dict[str, int] = field(default_factory=dict)
     batch_sized_tokens: str = ""
     folded: dict[str, str] = field(default_factory=dict)
+    never_run: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 #: Arguments that never carry a batch dimension in any diffusers transformer.
@@ -152,6 +155,16 @@ ADAPTERS: dict[str, Adapter] = {
             ("SanaVideoMSCamCtrlBlock", "attn"): "attn.spatial",
             ("SanaVideoMSCamCtrlBlock", "cross_attn"): "attn.cross",
             ("SanaVideoMSCamCtrlBlock", "mlp"): "ffn",
+        },
+    ),
+    # LTX-2's layout run on the video stream only: the audio and cross-modal modules are loaded, never called
+    "SanaWMLTX2RefinerTransformer3DModel": Adapter(
+        stacks=(("transformer_blocks",),),
+        roles={("SanaWMLTX2RefinerTransformerBlock", "attn2"): "attn.cross"},
+        never_run={
+            "SanaWMLTX2RefinerTransformerBlock": (
+                "audio_attn1", "audio_attn2", "audio_to_video_attn", "video_to_audio_attn", "audio_ff",
+            ),
         },
     ),
     # the refiners run once on the image and once on the text tokens before the main layers

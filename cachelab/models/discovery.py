@@ -185,12 +185,17 @@ def _generic_stacks(model: nn.Module) -> tuple[tuple[str, ...], ...]:
 def _inner_modules(block: nn.Module, attention_types: tuple[type, ...], ffn_types: tuple[type, ...],
                    adapter: Adapter | None = None):
     """Attention and FFN modules inside a block, outermost only (never inside another attention module), and the
-    modules the adapter gives a role by name (attention classes of a model's own that subclass no attention type)."""
+    modules the adapter gives a role by name (attention classes of a model's own that subclass no attention type);
+    never the modules the adapter says the block never runs."""
     named = {attr for block_class, attr in (adapter.roles if adapter else {}) if block_class == type(block).__name__}
+    never_run = set(adapter.never_run.get(type(block).__name__, ())) if adapter else set()
     result = []
     skip_prefixes: list[str] = []
     for name, module in block.named_modules():
         if not name or any(name.startswith(p + ".") for p in skip_prefixes):
+            continue
+        if name in never_run:
+            skip_prefixes.append(name)
             continue
         if name in named or is_attention(module, attention_types) or isinstance(module, ffn_types):
             result.append((name, module))
