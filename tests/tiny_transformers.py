@@ -245,6 +245,32 @@ def _sana_wm_refiner_rope() -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
+#: Helios's latent history (long, mid, 1x frames), smaller than the pipeline's [16, 2, 1]
+HELIOS_HISTORY = (4, 2, 1)
+
+
+def _helios_history(batch: int, seed: int) -> dict[str, Any]:
+    """Histories and frame indices as HeliosPipeline builds them with ``keep_first_frame``: one prefix frame, the
+    long, mid and 1x histories, then the frames being denoised; the short history is the prefix and the 1x frames.
+    The indices have a batch dimension of 1 (the pipeline's), the histories stay fixed across steps."""
+    long, mid, short = HELIOS_HISTORY
+    prefix, idx_long, idx_mid, idx_1x, idx_hidden = torch.arange(1 + sum(HELIOS_HISTORY) + VIDEO_FRAMES).split(
+        [1, long, mid, short, VIDEO_FRAMES]
+    )
+    history = draw(batch, seed + 1, long=(LATENT_CHANNELS, long, LATENT_SIZE, LATENT_SIZE),
+                   mid=(LATENT_CHANNELS, mid, LATENT_SIZE, LATENT_SIZE),
+                   short=(LATENT_CHANNELS, 1 + short, LATENT_SIZE, LATENT_SIZE))
+    return {
+        "indices_hidden_states": idx_hidden[None],
+        "indices_latents_history_short": torch.cat([prefix, idx_1x])[None],
+        "indices_latents_history_mid": idx_mid[None],
+        "indices_latents_history_long": idx_long[None],
+        "latents_history_short": history["short"],
+        "latents_history_mid": history["mid"],
+        "latents_history_long": history["long"],
+    }
+
+
 def _hunyuandit_rope() -> tuple[torch.Tensor, torch.Tensor]:
     """2-D RoPE tables as HunyuanDiTPipeline builds them for an 8x8 latent with 2x2 patches."""
     from diffusers.models.embeddings import get_2d_rotary_pos_embed
@@ -619,6 +645,17 @@ TINY_TRANSFORMERS: dict[str, TinySpec] = {
         ),
         {"hidden_states": VIDEO, "encoder_hidden_states": TEXT},
     ),
+    "helios": TinySpec(
+        "HeliosTransformer3DModel",
+        # Wan-like, with short / mid / long latent histories patched at 1x, 2x and 4x and prepended to the tokens
+        dict(
+            patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=LATENT_CHANNELS,
+            out_channels=LATENT_CHANNELS, text_dim=TEXT_DIM, freq_dim=32, ffn_dim=32, num_layers=2,
+            rope_dim=(4, 4, 4),  # sums to attention_head_dim
+        ),
+        {"hidden_states": VIDEO, "encoder_hidden_states": TEXT},
+        _helios_history,
+    ),
     "wan-vace": TinySpec(
         "WanVACETransformer3DModel",
         dict(
@@ -924,7 +961,6 @@ NOT_COVERED: dict[str, str] = {
     "DreamLiteTransformer2DModel": "time ran out: no tiny config yet (PixArt-like added conditions)",
     "Flux3Transformer2DModel": "time ran out: no tiny config yet (image-condition tokens, their ids and a target timestep)",
     "GlmImageTransformer2DModel": "time ran out: no tiny config yet (prior token ids from an autoregressive stage, KV caches)",
-    "HeliosTransformer3DModel": "time ran out: no tiny config yet (short/mid/long latent histories and their frame indices)",
     "Ideogram4Transformer2DModel": "time ran out: no tiny config yet (position ids, segment ids and indicators of a packed sequence)",
     "Kandinsky6SRTransformer3DModel": "time ran out: no tiny config yet (super-resolution stage of Kandinsky 6)",
     "Kandinsky6Transformer3DModel": "time ran out: no tiny config yet (audio latents, visual RoPE positions and token type ids)",
