@@ -173,6 +173,7 @@ FRAMEPACK_FRAMES = 4
 LTX2_AUDIO_FRAMES = 8
 LTX2_AUDIO_CHANNELS = 16
 ACE_STEP_CONTEXT_CHANNELS = 8
+KANDINSKY6_AUDIO_CHANNELS = 8
 ALLEGRO_HEAD_DIM = 12  # RoPE splits the head into three equal, even parts
 ALLEGRO_ROPE_SCALE = (2.2, 2.0, 2.0)
 
@@ -873,6 +874,23 @@ TINY_TRANSFORMERS: dict[str, TinySpec] = {
          "encoder_hidden_states_image": (4, 16), "pose_hidden_states": (LATENT_CHANNELS, 4, LATENT_SIZE, LATENT_SIZE),
          "face_pixel_values": (3, 13, 16, 16)},
     ),
+    "kandinsky6": TinySpec(
+        "Kandinsky6Transformer3DModel",
+        # the released layout (text_token_padding, ca_rope, cross_gates, fix_modulation): text blocks per modality,
+        # then fused video/audio blocks with cross-modal attention
+        dict(
+            in_visual_dim=LATENT_CHANNELS, out_visual_dim=LATENT_CHANNELS, in_text_dim=TEXT_DIM,
+            in_text_dim2=POOLED_DIM, time_dim=16, patch_size=(1, 2, 2), model_dim=32, ff_dim=64, num_text_blocks=1,
+            num_visual_blocks=2, axes_dims=(4, 6, 6),  # sums to the head dim: 2 heads of 16
+            in_audio_dim=KANDINSKY6_AUDIO_CHANNELS, out_audio_dim=KANDINSKY6_AUDIO_CHANNELS, text_token_padding=True,
+            ca_rope=True, cross_gates=True, fix_modulation=True,
+        ),
+        # channels last (frames, height, width, channels): the noisy latent, the conditioning latent and its mask
+        {"hidden_states": (VIDEO_FRAMES, LATENT_SIZE, LATENT_SIZE, 2 * LATENT_CHANNELS + 1),
+         "audio_hidden_states": (16, KANDINSKY6_AUDIO_CHANNELS), "encoder_hidden_states": TEXT,
+         "pooled_projections": (POOLED_DIM,)},
+        _mask("encoder_attention_mask", torch.bool),
+    ),
     "joyimage-edit": TinySpec(
         "JoyImageEditTransformer3DModel",
         dict(
@@ -965,7 +983,6 @@ NOT_COVERED: dict[str, str] = {
     "Flux3Transformer2DModel": "time ran out: no tiny config yet (image-condition tokens, their ids and a target timestep)",
     "GlmImageTransformer2DModel": "time ran out: no tiny config yet (prior token ids from an autoregressive stage, KV caches)",
     "Ideogram4Transformer2DModel": "time ran out: no tiny config yet (position ids, segment ids and indicators of a packed sequence)",
-    "Kandinsky6Transformer3DModel": "time ran out: no tiny config yet (audio latents, visual RoPE positions and token type ids)",
     "Krea2Transformer2DModel": "time ran out: no tiny config yet (position ids and its own text stack)",
     "MiniMaxH3Transformer3DModel": "time ran out: no tiny config yet (joint video, audio and text token lists with tags and indices)",
     "NucleusMoEImageTransformer2DModel": "time ran out: no tiny config yet (Qwen-Image-like img_shapes and an MoE)",

@@ -167,6 +167,19 @@ ADAPTERS: dict[str, Adapter] = {
             ),
         },
     ),
+    # the text blocks of each modality run before the fused video/audio blocks, on the text tokens alone; a fused
+    # block takes and returns both streams (vis, aud) and attends to the text and to the other stream. Its video
+    # stream is its first positional argument, which block_input reads as the main stream, hidden_states
+    "Kandinsky6Transformer3DModel": Adapter(
+        stacks=(("visual_transformer_blocks",),),
+        roles={
+            ("Kandinsky6FusedTransformerDecoderBlock", "video_dec_block.cross_attention"): "attn.cross",
+            ("Kandinsky6FusedTransformerDecoderBlock", "audio_dec_block.cross_attention"): "attn.cross",
+            ("Kandinsky6FusedTransformerDecoderBlock", "va_cross_attention"): "attn.cross",
+            ("Kandinsky6FusedTransformerDecoderBlock", "av_cross_attention"): "attn.cross",
+        },
+        block_outputs={"Kandinsky6FusedTransformerDecoderBlock": ("hidden_states", "aud")},
+    ),
     # the refiners run once on the image and once on the text tokens before the main layers
     "Lumina2Transformer2DModel": Adapter(
         stacks=(("layers",),),
