@@ -122,6 +122,8 @@ ADAPTED_ROLES = {
     "longcat-audio": {"block": 2, "attn.spatial": 2, "attn.cross": 2},
     # only the fused video/audio blocks are the denoiser's stack (the text blocks run on the text alone)
     "kandinsky6": {"block": 2, "attn.spatial": 4, "attn.cross": 8, "ffn": 4},
+    # full self-attention over one packed text + audio + video sequence; the text refiner is not the stack
+    "minimax-h3": {"block": 2, "attn.joint": 2, "ffn": 2},
     # LTX-2's blocks run on the video stream only: the audio modules they hold are not sites
     "sana-wm-refiner": {"block": 2, "attn.spatial": 2, "attn.cross": 2, "ffn": 2},
     # its attention and FFN classes subclass no attention type: found because the adapter names them

@@ -53,6 +53,8 @@ class TinySpec:
         timestep_arg: the name of the timestep argument in the model's forward.
         timestep_shape: the per-sample shape of the timestep, for models that take one per frame (the same value
             in every frame here, as their text-to-video pipelines pass it).
+        timestep_batched: False for a model that takes one timestep tensor shared by the whole batch, shape
+            ``timestep_shape`` (MiniMax-H3: the distinct noise levels of its packed layout).
         timestep_copies: other arguments that get the same timestep tensor (ACE-Step's mean-flow reference time r,
             which its pipeline sets equal to t).
         redrawn: parameters the class initialises to zero that leave the untrained model's output zero (a zero
@@ -69,6 +71,7 @@ class TinySpec:
     redrawn: tuple[str, ...] = ()
     timestep_copies: tuple[str, ...] = ()
     timestep_shape: tuple[int, ...] = ()
+    timestep_batched: bool = True
 
     def build(self, seed: int = 0) -> torch.nn.Module:
         """The model in ``eval()`` mode, with the same weights on every call for one seed."""
@@ -85,7 +88,8 @@ class TinySpec:
 
     def inputs(self, batch: int, timestep: float, seed: int = 0) -> dict[str, Any]:
         """Keyword arguments for ``model(**kwargs)``, including ``return_dict=False``."""
-        t = torch.full((batch, *self.timestep_shape), float(timestep) * self.timestep_scale, dtype=torch.float32)
+        shape = (batch, *self.timestep_shape) if self.timestep_batched else self.timestep_shape
+        t = torch.full(shape, float(timestep) * self.timestep_scale, dtype=torch.float32)
         return {
             **draw(batch, seed, **self.latents),
             self.timestep_arg: t,
@@ -270,6 +274,32 @@ def _helios_history(batch: int, seed: int) -> dict[str, Any]:
         "latents_history_mid": history["mid"],
         "latents_history_long": history["long"],
     }
+
+
+MINIMAX_H3_AUDIO_ROWS = 8
+MINIMAX_H3_AUDIO_CHANNELS = 8
+
+
+def _minimax_h3_layout() -> dict[str, torch.Tensor]:
+    """The packed layout MiniMax-H3 takes (no pipeline ships one; built as its forward documents): text rows, then
+    audio rows, then video rows; text and audio rows are placed along the t axis, video rows on their (t, h, w)
+    patch grid after them; every row at the one noise level; modality tags 0 video, 1 text, 2 audio. These
+    structural arguments have no batch dimension: every sample of the batch shares them."""
+    video_rows = VIDEO_FRAMES * PACKED_GRID**2
+    text = torch.arange(TEXT_LEN)
+    audio = TEXT_LEN + torch.arange(MINIMAX_H3_AUDIO_ROWS)
+    video = TEXT_LEN + MINIMAX_H3_AUDIO_ROWS + torch.arange(video_rows)
+    length = TEXT_LEN + MINIMAX_H3_AUDIO_ROWS + video_rows
+    tags = torch.zeros(length, dtype=torch.long)
+    tags[text], tags[audio] = 1, 2
+    positions = torch.zeros(length, 3, dtype=torch.long)
+    positions[text, 0] = text
+    positions[audio, 0] = audio
+    grid = torch.stack(torch.meshgrid(torch.arange(VIDEO_FRAMES), torch.arange(PACKED_GRID), torch.arange(PACKED_GRID),
+                                      indexing="ij"), -1).reshape(-1, 3)
+    positions[video] = grid + torch.tensor([TEXT_LEN + MINIMAX_H3_AUDIO_ROWS, 0, 0])
+    return {"timestep_indices": torch.zeros(length, dtype=torch.long), "token_tags": tags, "position_ids": positions,
+            "video_indices": video, "audio_indices": audio, "text_indices": text}
 
 
 def _hunyuandit_rope() -> tuple[torch.Tensor, torch.Tensor]:
@@ -891,6 +921,23 @@ TINY_TRANSFORMERS: dict[str, TinySpec] = {
          "pooled_projections": (POOLED_DIM,)},
         _mask("encoder_attention_mask", torch.bool),
     ),
+    "minimax-h3": TinySpec(
+        "MiniMaxH3Transformer3DModel",
+        dict(
+            num_attention_heads=2, attention_head_dim=16, hidden_size=32, num_layers=2, num_refiner_layers=1,
+            ffn_dim=64, in_channels=LATENT_CHANNELS, audio_in_channels=MINIMAX_H3_AUDIO_CHANNELS, patch_size=(1, 2, 2),
+            text_dim=TEXT_DIM, freq_dim=32, time_embed_hidden_dim=32, time_embed_dim=16,
+            rope_freq_dim=2,  # rotates 2 * 3 * 2 = 12 of the 16 head channels
+        ),
+        # one packed sequence of text, audio and video rows (no conditioning rows: text-to-video-and-audio);
+        # patchified video rows (frames * (8 / 2)^2, channels * 2 * 2)
+        {"hidden_states": (VIDEO_FRAMES * PACKED_GRID**2, PACKED_CHANNELS),
+         "audio_hidden_states": (MINIMAX_H3_AUDIO_ROWS, MINIMAX_H3_AUDIO_CHANNELS), "encoder_hidden_states": TEXT},
+        lambda batch, seed: _minimax_h3_layout(),
+        timestep_scale=1e-3,  # the model takes t in [0, 1]
+        timestep_shape=(1,),  # one distinct noise level: video and audio rows are noised together
+        timestep_batched=False,
+    ),
     "joyimage-edit": TinySpec(
         "JoyImageEditTransformer3DModel",
         dict(
@@ -984,7 +1031,6 @@ NOT_COVERED: dict[str, str] = {
     "GlmImageTransformer2DModel": "time ran out: no tiny config yet (prior token ids from an autoregressive stage, KV caches)",
     "Ideogram4Transformer2DModel": "time ran out: no tiny config yet (position ids, segment ids and indicators of a packed sequence)",
     "Krea2Transformer2DModel": "time ran out: no tiny config yet (position ids and its own text stack)",
-    "MiniMaxH3Transformer3DModel": "time ran out: no tiny config yet (joint video, audio and text token lists with tags and indices)",
     "NucleusMoEImageTransformer2DModel": "time ran out: no tiny config yet (Qwen-Image-like img_shapes and an MoE)",
     "OmniGenTransformer2DModel": "time ran out: no tiny config yet (token ids, input image latents and batched position ids)",
     "QwenImage21Transformer2DModel": "time ran out: no tiny config yet (image masks and an optional KV cache)",

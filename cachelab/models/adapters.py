@@ -180,6 +180,13 @@ ADAPTERS: dict[str, Adapter] = {
         },
         block_outputs={"Kandinsky6FusedTransformerDecoderBlock": ("hidden_states", "aud")},
     ),
+    # one packed sequence of text, audio and video rows under full self-attention; the layout arguments, and the
+    # timestep (the layout's distinct noise levels), are shared by every sample of the batch
+    "MiniMaxH3Transformer3DModel": Adapter(
+        stacks=(("transformer_blocks",),),
+        roles={("MiniMaxH3TransformerBlock", "attn"): "attn.joint"},
+        unbatched_kwargs=("timestep", "timestep_indices", "token_tags", "video_indices", "audio_indices", "text_indices"),
+    ),
     # the refiners run once on the image and once on the text tokens before the main layers
     "Lumina2Transformer2DModel": Adapter(
         stacks=(("layers",),),
