@@ -37,6 +37,13 @@ REFUSALS = {
         for name in ("auraflow", "chroma", "flux2", "hidream")
         for policy in ("teacache", "magcache")
     },
+    # a denoiser that predicts several samples in one call (LTX-2's, Kandinsky 6's and MiniMax-H3's video and audio):
+    # CFG-Cache rebuilds, and EasyCache reuses, one sample only, and would return stale values for the others
+    **{
+        (name, policy): rf"{policy}: the denoiser returns 2 samples \(shapes [\d, ()]+\), and"
+        for name in ("kandinsky6", "ltx2", "minimax-h3")
+        for policy in ("cfg_cache", "easycache", "fastercache")
+    },
     # EasyCache reuses the transformation output - input: the output must have the input's shape
     **{
         (name, "easycache"): r"easycache: the denoiser returns a sample of shape \([\d, ]+\) for an input of shape"

@@ -113,6 +113,33 @@ def test_refuses_an_output_of_another_shape():
             sample(direct(model), spec)
 
 
+class TwoSamples(nn.Module):
+    """Predicts a video and an audio sample in one call, as LTX-2 does."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = Double()
+
+    def forward(self, hidden_states, audio_hidden_states, timestep):
+        return self.body(hidden_states), self.body(audio_hidden_states)
+
+
+@pytest.mark.parametrize("policy, what", [
+    ("easycache", "it reuses the transformation output - input"),
+    ("cfg_cache", "CFG-Cache rebuilds the unconditional branch"),
+    ("fastercache", "CFG-Cache rebuilds the unconditional branch"),
+])
+def test_refuses_a_denoiser_that_predicts_several_samples(policy, what):
+    model = TwoSamples()
+    inputs = dict(hidden_states=torch.ones(2, 3, 4), audio_hidden_states=torch.ones(2, 5), timestep=torch.full((2,), 900.0))
+    # fastercache's dynamic reuse needs an attention site: the body stands for one
+    sites = {"attn.spatial": "body"} if policy == "fastercache" else {"block": "body"}
+    with cachelab.apply(model, policy, sites=sites, cfg="batched", num_steps=STEPS):
+        with pytest.raises(cachelab.PolicyError, match=rf"{policy}: the denoiser returns 2 samples \(shapes \(2, 3, 4\), "
+                                                       rf"\(2, 5\)\), and {what} for the first one only"):
+            model(**inputs)
+
+
 # -- the formulas -----------------------------------------------------------------------------------------------------
 class Double(nn.Module):
     def forward(self, hidden_states):

@@ -18,7 +18,8 @@ class Adapter:
         stacks: groups of block-list attribute names in execution order. Lists in one group are interleaved
             (layer *i* runs block *i* of each list in turn, as in Latte); groups run one after another.
         roles: ``(block class name, attribute path) -> role`` for attention modules whose role the generic
-            rules would get wrong (joint attention that concatenates text inside its processor, temporal lists).
+            rules would get wrong (joint attention that concatenates text inside its processor, temporal lists),
+            and for attention or FFN modules of classes the generic rules do not recognise (named here, found).
         stack_roles: ``(stack name, attribute path) -> role``, for the same purpose keyed by block list.
         block_outputs: ``block class name -> names of the forward arguments`` that each output of the block
             updates, in output order (blocks that return ``(encoder_hidden_states, hidden_states)``).
@@ -28,6 +29,8 @@ class Adapter:
             text+image sequence padded to the longest prompt of the batch), empty when it does not.
         folded: ``stack name -> what the blocks' batch dimension holds besides the samples`` (``frames`` or
             ``tokens``), for stacks that fold video axes into the batch (Latte).
+        never_run: ``block class name -> attribute paths`` of modules a block holds but its forward never calls
+            (weights kept so a checkpoint loads): not sites.
     """
 
     stacks: tuple[tuple[str, ...], ...] = ()
@@ -38,6 +41,7 @@ class Adapter:
     batch_dims: dict[str, int] = field(default_factory=dict)
     batch_sized_tokens: str = ""
     folded: dict[str, str] = field(default_factory=dict)
+    never_run: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 #: Arguments that never carry a batch dimension in any diffusers transformer.
@@ -130,6 +134,58 @@ ADAPTERS: dict[str, Adapter] = {
     "HunyuanVideoFramepackTransformer3DModel": Adapter(
         batch_sized_tokens="a call of one sample crops the text to its valid tokens while a batched call keeps "
         "them all",
+    ),
+    # cross-attention classes of their own, without is_cross_attention
+    "StableAudio3DiTModel": Adapter(roles={("StableAudio3DiTBlock", "cross_attn"): "attn.cross"}),
+    "LongCatAudioDiTTransformer": Adapter(roles={("AudioDiTBlock", "cross_attn"): "attn.cross"}),
+    # joint video and audio streams; attn2 attends to the text and the a2v / v2a attentions to the other stream
+    "LTX2VideoTransformer3DModel": Adapter(
+        stacks=(("transformer_blocks",),),
+        roles={
+            ("LTX2VideoTransformerBlock", "attn2"): "attn.cross",
+            ("LTX2VideoTransformerBlock", "audio_attn2"): "attn.cross",
+            ("LTX2VideoTransformerBlock", "audio_to_video_attn"): "attn.cross",
+            ("LTX2VideoTransformerBlock", "video_to_audio_attn"): "attn.cross",
+        },
+        block_outputs={"LTX2VideoTransformerBlock": ("hidden_states", "audio_hidden_states")},
+    ),
+    # its self-attention (a gated delta net or softmax attention with a camera branch) and FFN are classes of its own
+    "SanaWMTransformer3DModel": Adapter(
+        roles={
+            ("SanaVideoMSCamCtrlBlock", "attn"): "attn.spatial",
+            ("SanaVideoMSCamCtrlBlock", "cross_attn"): "attn.cross",
+            ("SanaVideoMSCamCtrlBlock", "mlp"): "ffn",
+        },
+    ),
+    # LTX-2's layout run on the video stream only: the audio and cross-modal modules are loaded, never called
+    "SanaWMLTX2RefinerTransformer3DModel": Adapter(
+        stacks=(("transformer_blocks",),),
+        roles={("SanaWMLTX2RefinerTransformerBlock", "attn2"): "attn.cross"},
+        never_run={
+            "SanaWMLTX2RefinerTransformerBlock": (
+                "audio_attn1", "audio_attn2", "audio_to_video_attn", "video_to_audio_attn", "audio_ff",
+            ),
+        },
+    ),
+    # the text blocks of each modality run before the fused video/audio blocks, on the text tokens alone; a fused
+    # block takes and returns both streams (vis, aud) and attends to the text and to the other stream. Its video
+    # stream is its first positional argument, which block_input reads as the main stream, hidden_states
+    "Kandinsky6Transformer3DModel": Adapter(
+        stacks=(("visual_transformer_blocks",),),
+        roles={
+            ("Kandinsky6FusedTransformerDecoderBlock", "video_dec_block.cross_attention"): "attn.cross",
+            ("Kandinsky6FusedTransformerDecoderBlock", "audio_dec_block.cross_attention"): "attn.cross",
+            ("Kandinsky6FusedTransformerDecoderBlock", "va_cross_attention"): "attn.cross",
+            ("Kandinsky6FusedTransformerDecoderBlock", "av_cross_attention"): "attn.cross",
+        },
+        block_outputs={"Kandinsky6FusedTransformerDecoderBlock": ("hidden_states", "aud")},
+    ),
+    # one packed sequence of text, audio and video rows under full self-attention; the layout arguments, and the
+    # timestep (the layout's distinct noise levels), are shared by every sample of the batch
+    "MiniMaxH3Transformer3DModel": Adapter(
+        stacks=(("transformer_blocks",),),
+        roles={("MiniMaxH3TransformerBlock", "attn"): "attn.joint"},
+        unbatched_kwargs=("timestep", "timestep_indices", "token_tags", "video_indices", "audio_indices", "text_indices"),
     ),
     # the refiners run once on the image and once on the text tokens before the main layers
     "Lumina2Transformer2DModel": Adapter(

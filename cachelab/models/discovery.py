@@ -153,8 +153,8 @@ def _discover_diffusers(model: nn.Module, denoiser: str) -> list[Site]:
                 outputs = adapter.block_outputs.get(type(block).__name__) or _known_outputs(type(block).__name__)
                 sites.append(Site(prefix, "block", block, layer, stack, denoiser, outputs=outputs,
                                   folded=adapter.folded.get(stack, "")))
-                for attr, sub in _inner_modules(block, attention_types, ffn_types):
-                    if is_attention(sub, attention_types):
+                for attr, sub in _inner_modules(block, attention_types, ffn_types, adapter):
+                    if (type(block).__name__, attr) in adapter.roles or is_attention(sub, attention_types):
                         role = _attention_role(adapter, type(block).__name__, stack, attr, sub)
                     else:
                         role = "ffn"
@@ -182,14 +182,22 @@ def _generic_stacks(model: nn.Module) -> tuple[tuple[str, ...], ...]:
     return tuple(groups)
 
 
-def _inner_modules(block: nn.Module, attention_types: tuple[type, ...], ffn_types: tuple[type, ...]):
-    """Attention and FFN modules inside a block, outermost only (never inside another attention module)."""
+def _inner_modules(block: nn.Module, attention_types: tuple[type, ...], ffn_types: tuple[type, ...],
+                   adapter: Adapter | None = None):
+    """Attention and FFN modules inside a block, outermost only (never inside another attention module), and the
+    modules the adapter gives a role by name (attention classes of a model's own that subclass no attention type);
+    never the modules the adapter says the block never runs."""
+    named = {attr for block_class, attr in (adapter.roles if adapter else {}) if block_class == type(block).__name__}
+    never_run = set(adapter.never_run.get(type(block).__name__, ())) if adapter else set()
     result = []
     skip_prefixes: list[str] = []
     for name, module in block.named_modules():
         if not name or any(name.startswith(p + ".") for p in skip_prefixes):
             continue
-        if is_attention(module, attention_types) or isinstance(module, ffn_types):
+        if name in never_run:
+            skip_prefixes.append(name)
+            continue
+        if name in named or is_attention(module, attention_types) or isinstance(module, ffn_types):
             result.append((name, module))
             skip_prefixes.append(name)
     return result

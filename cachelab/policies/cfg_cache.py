@@ -23,7 +23,7 @@ from cachelab.hooks.history import tree_map
 from cachelab.policies.base import Policy, PolicyConfig, require_sites
 from cachelab.policies.registry import register_policy
 from cachelab.policies.schedule import Window, interval_compute
-from cachelab.policies.streams import sample_of, with_sample
+from cachelab.policies.streams import sample_of, single_sample, with_sample
 
 Layout = Literal["auto", "BCHW", "BCFHW", "BFCHW", "flat"]
 
@@ -118,6 +118,7 @@ class CfgCache(Policy):
 
     Config = CfgCacheConfig
     history = 1  # the stored delta
+    label = "cfg_cache"  # the policy its refusals name
 
     def select(self, sites):
         return require_sites(self, sites, ("denoiser",))
@@ -141,13 +142,18 @@ class CfgCache(Policy):
 
     def _batched(self, call):
         if self._full(call):
-            return call.defer(then=lambda output: self._keep_batched(call, output)) if call.should_store() else call.defer()
+            if call.should_store():
+                return call.defer(then=lambda output: self._keep_batched(call, output))
+            return call.defer(then=self._one_sample)
         n = call.ctx.branch_size
         args, kwargs = _cond_half(call.args, call.kwargs, 2 * n, call.site.unbatched, call.site.batch_dims)
         return call.defer(args, kwargs, branches=("cond",), then=lambda output: self._with_rebuilt_uncond(call, output))
 
+    def _one_sample(self, output):
+        return single_sample(self.label, output, "CFG-Cache rebuilds the unconditional branch")
+
     def _keep_batched(self, call, output):
-        uncond, cond = sample_of("cfg_cache", output).chunk(2)
+        uncond, cond = sample_of("cfg_cache", self._one_sample(output)).chunk(2)
         self._store(call.state, uncond, cond)
         return output
 
@@ -156,7 +162,7 @@ class CfgCache(Policy):
         return with_sample(output, torch.cat([self._rebuild(call, cond), cond]))
 
     def _keep_first(self, call, output):
-        call.state["cond"] = (call.ctx.step, output)
+        call.state["cond"] = (call.ctx.step, self._one_sample(output))
         return output
 
     def _second_call(self, call):

@@ -20,7 +20,8 @@ a 0-d tensor in the model's dtype, as in the reference (a zero norm makes it inf
 Inputs and outputs are kept as copies, as in the reference (a pipeline may change its tensors in place).
 ``stats()`` shows the denoiser computed or reused per step. A denoiser whose output has another shape than its input
 (learned-variance channels: Latte, PixArt, DiT; image-conditioning channels in the input: Wan-Animate) is refused:
-no transformation ``v - x`` exists.
+no transformation ``v - x`` exists. So is one that predicts several samples in one call (LTX-2's video and audio):
+a skip would return the last computed values of all but the first.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pydantic import Field
 from cachelab.errors import PolicyError
 from cachelab.policies.base import Policy, PolicyConfig, require_sites
 from cachelab.policies.registry import register_policy
-from cachelab.policies.streams import mean_abs, sample_of, with_sample
+from cachelab.policies.streams import mean_abs, sample_of, single_sample, with_sample
 
 
 class EasyCacheConfig(PolicyConfig):
@@ -88,7 +89,7 @@ class EasyCache(Policy):
         return state["error"] + state["k"] * (change / size)
 
     def _keep(self, call, state: dict, x: torch.Tensor, output):
-        v = sample_of(self.name, output)
+        v = sample_of(self.name, single_sample(self.name, output, "it reuses the transformation output - input"))
         if v.shape != x.shape:
             raise PolicyError(
                 f"{self.name}: the denoiser returns a sample of shape {tuple(v.shape)} for an input of shape "

@@ -24,6 +24,8 @@ class _FasterCfgCache(CfgCache):
     depends on which samples share a call, that half has fewer tokens than a full call, and the attention outputs
     dynamic feature reuse extrapolates between (one of each kind of call) cannot be combined."""
 
+    label = "fastercache"  # its refusals name the policy the user applied
+
     def __init__(self, config, refusal: dict[str, str]):
         super().__init__(config)
         self.refusal = refusal  # denoiser name -> why its token count depends on the batch

@@ -114,6 +114,24 @@ def sample_of(policy: str, output: Any) -> torch.Tensor:
     )
 
 
+def single_sample(policy: str, output: Any, what: str) -> Any:
+    """``output``, after checking that it holds one tensor: a denoiser that predicts several samples at once (joint
+    video and audio latents: LTX-2) would get ``what`` for its first one only and stale values for the others."""
+    if isinstance(output, (tuple, list)):
+        values = list(output)
+    elif dataclasses.is_dataclass(output) and not isinstance(output, type):
+        values = [getattr(output, f.name) for f in dataclasses.fields(output)]
+    else:
+        return output
+    shapes = [tuple(v.shape) for v in values if isinstance(v, torch.Tensor)]
+    if len(shapes) > 1:
+        raise PolicyError(
+            f"{policy}: the denoiser returns {len(shapes)} samples (shapes {', '.join(map(str, shapes))}), and "
+            f"{what} for the first one only"
+        )
+    return output
+
+
 def with_sample(output: Any, sample: torch.Tensor) -> Any:
     """``output`` with its predicted sample replaced."""
     if isinstance(output, torch.Tensor):
