@@ -23,10 +23,10 @@ REFUSALS = {
     ("hunyuanvideo-framepack", "fastercache"): r"CFG batched in one call: a call of one sample crops the text",
     # First-Block Cache adds the residual from the first block's output to the last one's: it needs both in one
     # token layout, which alternating spatial/temporal stacks (Latte) and text joined to the image tokens before
-    # a single-stream stack (AuraFlow, Chroma, Flux2, HiDream) break
+    # a single-stream stack (AuraFlow, Bria-FIBO, Chroma, Flux2, HiDream) break
     **{
         (name, policy): rf"{policy}: the last block \(\S+\) returns hidden_states of shape \([\d, ]+\) but the first"
-        for name in ("auraflow", "chroma", "flux2", "hidream", "latte")
+        for name in ("auraflow", "bria-fibo", "chroma", "flux2", "hidream", "latte")
         for policy in ("fbcache", "dbcache")
     },
     # teacache and magcache add the whole stack's residual to the first block's input: text joined to the image
@@ -34,7 +34,7 @@ REFUSALS = {
     # are mapped through Site.folded)
     **{
         (name, policy): rf"{policy}: the last block \(\S+\) returns hidden_states of shape \([\d, ]+\) but the first"
-        for name in ("auraflow", "chroma", "flux2", "hidream")
+        for name in ("auraflow", "bria-fibo", "chroma", "flux2", "hidream")
         for policy in ("teacache", "magcache")
     },
     # EasyCache reuses the transformation output - input: the output must have the input's shape

@@ -474,6 +474,18 @@ TINY_TRANSFORMERS: dict[str, TinySpec] = {
         {"hidden_states": (PACKED_GRID**2, PACKED_CHANNELS), "encoder_hidden_states": TEXT},
         _flux_ids,
     ),
+    "bria-fibo": TinySpec(
+        "BriaFiboTransformer2DModel",
+        dict(
+            patch_size=1, in_channels=PACKED_CHANNELS, num_layers=1, num_single_layers=1, attention_head_dim=16,
+            num_attention_heads=2, joint_attention_dim=TEXT_DIM, axes_dims_rope=(4, 6, 6),
+            text_encoder_dim=TEXT_DIM,  # each block's text encoder layer is projected to half the inner dim
+        ),
+        {"hidden_states": (PACKED_GRID**2, PACKED_CHANNELS), "encoder_hidden_states": TEXT},
+        # one text encoder hidden state per block (double, then single); prompts padded to full length leave the
+        # pipeline's attention mask out (it passes one only when some token is padding)
+        _merge(_flux_ids, lambda batch, seed: {"text_encoder_layers": list(draw(batch, seed + 1, layer=(2, *TEXT))["layer"].unbind(1))}),
+    ),
     "longcat-image": TinySpec(
         "LongCatImageTransformer2DModel",
         dict(
@@ -765,7 +777,6 @@ NOT_COVERED: dict[str, str] = {
     "AceStepTransformer1DModel": "time ran out: no tiny config yet (1-D music latents with timestep_r and context_latents)",
     "AnyFlowFARTransformer3DModel": "time ran out: no tiny config yet (frame-autoregressive: chunk partitions, clean context frames, an optional KV cache)",
     "BriaFibo2Transformer2DModel": "time ran out: no tiny config yet (context latents and a text mask)",
-    "BriaFiboTransformer2DModel": "time ran out: no tiny config yet (per-block text encoder layers (text_encoder_layers) and Flux-like ids)",
     "DreamLiteTransformer2DModel": "time ran out: no tiny config yet (PixArt-like added conditions)",
     "Flux3Transformer2DModel": "time ran out: no tiny config yet (image-condition tokens, their ids and a target timestep)",
     "GlmImageTransformer2DModel": "time ran out: no tiny config yet (prior token ids from an autoregressive stage, KV caches)",

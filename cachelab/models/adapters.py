@@ -115,6 +115,7 @@ ADAPTERS: dict[str, Adapter] = {
     # Blocks that return both streams. Which output updates which input cannot be told by shape when the text
     # and image token counts agree, so it is written down (stacks are found by the generic rule).
     "BriaTransformer2DModel": Adapter(block_outputs={"BriaTransformerBlock": _JOINT_FIRST, "BriaSingleTransformerBlock": _JOINT_FIRST}),
+    "BriaFiboTransformer2DModel": Adapter(block_outputs={"BriaFiboTransformerBlock": _JOINT_FIRST}),
     "ChromaTransformer2DModel": Adapter(block_outputs={"ChromaTransformerBlock": _JOINT_FIRST}),
     "ConsisIDTransformer3DModel": Adapter(block_outputs={"ConsisIDBlock": _HIDDEN_FIRST}),
     "CogView3PlusTransformer2DModel": Adapter(block_outputs={"CogView3PlusTransformerBlock": _HIDDEN_FIRST}),
