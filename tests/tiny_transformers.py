@@ -486,6 +486,28 @@ TINY_TRANSFORMERS: dict[str, TinySpec] = {
         # pipeline's attention mask out (it passes one only when some token is padding)
         _merge(_flux_ids, lambda batch, seed: {"text_encoder_layers": list(draw(batch, seed + 1, layer=(2, *TEXT))["layer"].unbind(1))}),
     ),
+    "bria-fibo2": TinySpec(
+        "BriaFibo2Transformer2DModel",
+        # Z-Image-like blocks: a noise refiner on the image tokens, then one stream of Perceiver gist tokens and image
+        # tokens; block 1 also cross-attends to its own text encoder layer
+        dict(
+            in_channels=LATENT_CHANNELS, patch_size=2, dim=32, n_layers=2, n_refiner_layers=1, n_heads=2,
+            cap_feat_dim=TEXT_DIM, injection_layer_ids=(1,), perceiver_num_layers=1,
+            # 4-8 gist tokens, one per two text tokens above 8: the 16- and 13-token prompts get 8 and 7, so a
+            # batch pads the gist tokens
+            min_num_gist_tokens=4, max_num_gist_tokens=8, gist_step=1, gist_min_text_len=8, gist_max_text_len=16,
+            axes_dims=(4, 6, 6),  # sums to the head dim (32 / 2)
+            axes_lens=(16, 8, 8),  # RoPE planes: gist tokens 1-8, the image 9, the context image 10
+        ),
+        # text: the Perceiver's layer, then one per injection block
+        {"hidden_states": IMAGE, "encoder_hidden_states": (2, *TEXT)},
+        _merge(
+            _mask("encoder_attention_mask", torch.bool),
+            # one image to edit, clean tokens next to the noisy ones
+            lambda batch, seed: {"context_latents": [draw(batch, seed + 1, image=IMAGE)["image"]]},
+        ),
+        timestep_scale=1e-3,  # BriaFibo2Pipeline passes t / 1000, the model multiplies back
+    ),
     "longcat-image": TinySpec(
         "LongCatImageTransformer2DModel",
         dict(
@@ -776,7 +798,6 @@ NOT_COVERED: dict[str, str] = {
     # honest gaps: these rows were not written before the deadline (what each needs is noted)
     "AceStepTransformer1DModel": "time ran out: no tiny config yet (1-D music latents with timestep_r and context_latents)",
     "AnyFlowFARTransformer3DModel": "time ran out: no tiny config yet (frame-autoregressive: chunk partitions, clean context frames, an optional KV cache)",
-    "BriaFibo2Transformer2DModel": "time ran out: no tiny config yet (context latents and a text mask)",
     "DreamLiteTransformer2DModel": "time ran out: no tiny config yet (PixArt-like added conditions)",
     "Flux3Transformer2DModel": "time ran out: no tiny config yet (image-condition tokens, their ids and a target timestep)",
     "GlmImageTransformer2DModel": "time ran out: no tiny config yet (prior token ids from an autoregressive stage, KV caches)",

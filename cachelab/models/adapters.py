@@ -116,6 +116,15 @@ ADAPTERS: dict[str, Adapter] = {
     # and image token counts agree, so it is written down (stacks are found by the generic rule).
     "BriaTransformer2DModel": Adapter(block_outputs={"BriaTransformerBlock": _JOINT_FIRST, "BriaSingleTransformerBlock": _JOINT_FIRST}),
     "BriaFiboTransformer2DModel": Adapter(block_outputs={"BriaFiboTransformerBlock": _JOINT_FIRST}),
+    # the noise refiner runs on the image tokens alone; the main layers on the Perceiver's gist tokens joined to
+    # them, as many gist tokens as the longest prompt of the call asks for
+    "BriaFibo2Transformer2DModel": Adapter(
+        stacks=(("layers",),),
+        roles={("BriaFibo2TransformerBlock", "attention"): "attn.joint",
+               ("BriaFibo2TransformerBlock", "cross_attention"): "attn.cross"},
+        batch_sized_tokens="its main layers run on the image tokens joined to one gist token per two text tokens "
+        "of the longest prompt in the call",
+    ),
     "ChromaTransformer2DModel": Adapter(block_outputs={"ChromaTransformerBlock": _JOINT_FIRST}),
     "ConsisIDTransformer3DModel": Adapter(block_outputs={"ConsisIDBlock": _HIDDEN_FIRST}),
     "CogView3PlusTransformer2DModel": Adapter(block_outputs={"CogView3PlusTransformerBlock": _HIDDEN_FIRST}),
