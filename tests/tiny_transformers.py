@@ -438,6 +438,21 @@ TINY_TRANSFORMERS: dict[str, TinySpec] = {
         _merge(_mask("encoder_hidden_states_mask"), _per_sample(img_shapes=lambda b: [(1, PACKED_GRID, PACKED_GRID)] * b)),
         timestep_scale=1e-3,
     ),
+    "nucleusmoe-image": TinySpec(
+        "NucleusMoEImageTransformer2DModel",
+        # Qwen-Image's packed inputs; single-stream blocks whose attention also reads the text as keys and values.
+        # Block 0 dense (its SwiGLU width rounds dim * mlp_ratio * 2/3 down to a multiple of 128), block 1 a mixture
+        # of 4 experts, each choosing its top ceil(16 tokens / 4) = 4 tokens
+        dict(
+            patch_size=2, in_channels=PACKED_CHANNELS, out_channels=LATENT_CHANNELS, num_layers=2,
+            attention_head_dim=16, num_attention_heads=2, joint_attention_dim=TEXT_DIM, axes_dims_rope=(4, 6, 6),
+            mlp_ratio=6.0, dense_moe_strategy="leave_first_block_dense", num_experts=4, moe_intermediate_dim=32,
+            capacity_factors=1.0,
+        ),
+        {"hidden_states": (PACKED_GRID**2, PACKED_CHANNELS), "encoder_hidden_states": TEXT},
+        _merge(_mask("encoder_hidden_states_mask"), _per_sample(img_shapes=lambda b: [(1, PACKED_GRID, PACKED_GRID)] * b)),
+        timestep_scale=1e-3,  # NucleusMoEImagePipeline passes t / num_train_timesteps
+    ),
     "chroma": TinySpec(
         "ChromaTransformer2DModel",
         dict(
@@ -809,7 +824,6 @@ NOT_COVERED: dict[str, str] = {
     "LTX2VideoTransformer3DModel": "time ran out: no tiny config yet (joint audio and video latents, coordinates and per-modality timesteps)",
     "LongCatAudioDiTTransformer": "time ran out: no tiny config yet (1-D audio latents with a latent condition)",
     "MiniMaxH3Transformer3DModel": "time ran out: no tiny config yet (joint video, audio and text token lists with tags and indices)",
-    "NucleusMoEImageTransformer2DModel": "time ran out: no tiny config yet (Qwen-Image-like img_shapes and an MoE)",
     "OmniGenTransformer2DModel": "time ran out: no tiny config yet (token ids, input image latents and batched position ids)",
     "QwenImage21Transformer2DModel": "time ran out: no tiny config yet (image masks and an optional KV cache)",
     "SanaWMLTX2RefinerTransformer3DModel": "time ran out: no tiny config yet (video RoPE tables and a KV cache)",
