@@ -12,8 +12,9 @@ from configs import SEED_POLICIES
 from coverage_checks import cell, check, readme_not_covered, readme_table
 from tiny_transformers import NOT_COVERED, TINY_TRANSFORMERS, exported_transformer_classes
 
-#: learned-variance outputs (twice the input's channels) and image conditioning concatenated to the input
-EASYCACHE_REFUSES = ("dit", "hunyuandit", "latte", "pixart", "transformer2d", "wan-animate")
+#: learned-variance outputs (twice the input's channels), image conditioning concatenated to the input, and an
+#: output over the joint text+image sequence (Qwen-Image 2.1: its pipeline keeps the image tokens)
+EASYCACHE_REFUSES = ("dit", "hunyuandit", "latte", "pixart", "qwenimage21", "transformer2d", "wan-animate")
 
 #: (tiny model, policy) pairs that must refuse, with what the refusal must say
 REFUSALS = {

@@ -453,6 +453,29 @@ TINY_TRANSFORMERS: dict[str, TinySpec] = {
         _merge(_mask("encoder_hidden_states_mask"), _per_sample(img_shapes=lambda b: [(1, PACKED_GRID, PACKED_GRID)] * b)),
         timestep_scale=1e-3,  # NucleusMoEImagePipeline passes t / num_train_timesteps
     ),
+    "qwenimage21": TinySpec(
+        "QwenImage21Transformer2DModel",
+        # one single-stream sequence: the text, then the target image's tokens (block-causal attention)
+        dict(
+            patch_size=1, in_channels=PACKED_CHANNELS, out_channels=PACKED_CHANNELS, num_layers=2,
+            attention_head_dim=16, num_attention_heads=2, context_in_dim=TEXT_DIM, mlp_ratio=2,
+            axes_dims_rope=(4, 6, 6),  # sums to attention_head_dim
+        ),
+        {"hidden_states": (PACKED_GRID**2, PACKED_CHANNELS), "encoder_hidden_states": TEXT},
+        _merge(
+            _mask("encoder_hidden_states_mask", torch.bool),
+            _per_sample(
+                img_shapes=lambda b: [[(1, PACKED_GRID, PACKED_GRID)]] * b,  # per sample: condition images, target
+                # the vision-language sequence: no condition-image slots in the text, then one slot per 2x2 group of
+                # target tokens, as QwenImage21Pipeline appends them
+                img_mask=lambda b: torch.cat([torch.zeros(b, TEXT_LEN, dtype=torch.bool),
+                                              torch.ones(b, PACKED_GRID**2 // 4, dtype=torch.bool)], dim=1),
+            ),
+        ),
+        # the pipeline's prefix KV cache (kv_cache, kv_cache_mode) is its use_kv_cache=False path here: every step
+        # runs the whole sequence
+        timestep_scale=1e-3,  # QwenImage21Pipeline passes t / 1000, the model multiplies back
+    ),
     "chroma": TinySpec(
         "ChromaTransformer2DModel",
         dict(
@@ -825,7 +848,6 @@ NOT_COVERED: dict[str, str] = {
     "LongCatAudioDiTTransformer": "time ran out: no tiny config yet (1-D audio latents with a latent condition)",
     "MiniMaxH3Transformer3DModel": "time ran out: no tiny config yet (joint video, audio and text token lists with tags and indices)",
     "OmniGenTransformer2DModel": "time ran out: no tiny config yet (token ids, input image latents and batched position ids)",
-    "QwenImage21Transformer2DModel": "time ran out: no tiny config yet (image masks and an optional KV cache)",
     "SanaWMLTX2RefinerTransformer3DModel": "time ran out: no tiny config yet (video RoPE tables and a KV cache)",
     "SanaWMTransformer3DModel": "time ran out: no tiny config yet (camera conditions, Plucker rays and chunked frames)",
     "StableAudio3DiTModel": "time ran out: no tiny config yet (1-D audio latents with local conditions)",
