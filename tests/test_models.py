@@ -113,3 +113,14 @@ def test_cfg_cache_refuses_token_outputs_without_flat_layout():
     with cachelab.apply(model, "cfg_cache", cfg="batched", num_steps=STEPS, interval=2, window=[0, 1]):
         with pytest.raises(cachelab.LayoutError, match=r"one CFG branch of the denoiser output has shape \(1, 16, 16\)"):
             run(model, spec)
+
+
+def test_stacks_inside_a_module_dict_are_found_by_dotted_path():
+    """Flux3 keeps its per-mode block lists in a ModuleDict (``mode_blocks.image``); the text's mode blocks run
+    before the image's on the text alone and are not part of the stack."""
+    sites = cachelab.find_sites(TINY_TRANSFORMERS["flux3"].build())
+    blocks = sites.by_role("block")
+    assert [s.name for s in blocks] == ["mode_blocks.image.0", "mode_blocks.image_cond.0", "single_transformer_blocks.0"]
+    assert [s.layer for s in blocks] == [0, 1, 2]
+    assert [s.stack for s in blocks] == ["mode_blocks.image", "mode_blocks.image_cond", "single_transformer_blocks"]
+    assert not any(s.name.startswith("txt_mode_blocks") for s in sites)

@@ -503,6 +503,24 @@ TINY_TRANSFORMERS: dict[str, TinySpec] = {
         ),
         timestep_scale=1e-3,
     ),
+    "flux3": TinySpec(
+        "Flux3Transformer2DModel",
+        # text-to-image: one per-mode block each for the text and the image, one joint block; no flow map (the
+        # step-distilled checkpoints take the next step's timestep too)
+        dict(
+            in_channels=PACKED_CHANNELS, cond_in_channels=PACKED_CHANNELS, num_layers=1, num_single_layers=1,
+            attention_head_dim=16, num_attention_heads=2, joint_attention_dim=TEXT_DIM, timestep_channels=32,
+            mlp_ratio=2.0, axes_dims_rope=(4, 4, 4, 4),  # sums to attention_head_dim
+        ),
+        {"hidden_states": (PACKED_GRID**2, PACKED_CHANNELS), "encoder_hidden_states": TEXT},
+        # (t, h, w, l) ids as the modular pipeline builds them: the image's h/w scaled by 0.5, the text along l
+        lambda batch, seed: {
+            "img_ids": torch.cat([grid_ids(PACKED_GRID, PACKED_GRID) * torch.tensor([1.0, 0.5, 0.5]),
+                                  torch.zeros(PACKED_GRID**2, 1)], 1),
+            "txt_ids": torch.cat([torch.zeros(TEXT_LEN, 3), torch.arange(TEXT_LEN, dtype=torch.float32)[:, None]], 1),
+        },
+        timestep_scale=1e-3,  # the pipeline passes t / 1000, the model multiplies back
+    ),
     "bria": TinySpec(
         "BriaTransformer2DModel",
         dict(
@@ -837,7 +855,6 @@ NOT_COVERED: dict[str, str] = {
     "AceStepTransformer1DModel": "time ran out: no tiny config yet (1-D music latents with timestep_r and context_latents)",
     "AnyFlowFARTransformer3DModel": "time ran out: no tiny config yet (frame-autoregressive: chunk partitions, clean context frames, an optional KV cache)",
     "DreamLiteTransformer2DModel": "time ran out: no tiny config yet (PixArt-like added conditions)",
-    "Flux3Transformer2DModel": "time ran out: no tiny config yet (image-condition tokens, their ids and a target timestep)",
     "GlmImageTransformer2DModel": "time ran out: no tiny config yet (prior token ids from an autoregressive stage, KV caches)",
     "HeliosTransformer3DModel": "time ran out: no tiny config yet (short/mid/long latent histories and their frame indices)",
     "Ideogram4Transformer2DModel": "time ran out: no tiny config yet (position ids, segment ids and indicators of a packed sequence)",

@@ -15,7 +15,7 @@ class Adapter:
     """How to see one denoiser class.
 
     Attributes:
-        stacks: groups of block-list attribute names in execution order. Lists in one group are interleaved
+        stacks: groups of block-list attribute names (dotted paths for lists inside a ModuleDict) in execution order. Lists in one group are interleaved
             (layer *i* runs block *i* of each list in turn, as in Latte); groups run one after another.
         roles: ``(block class name, attribute path) -> role`` for attention modules whose role the generic
             rules would get wrong (joint attention that concatenates text inside its processor, temporal lists).
@@ -124,6 +124,15 @@ ADAPTERS: dict[str, Adapter] = {
                ("BriaFibo2TransformerBlock", "cross_attention"): "attn.cross"},
         batch_sized_tokens="its main layers run on the image tokens joined to one gist token per two text tokens "
         "of the longest prompt in the call",
+    ),
+    # Per-mode blocks first (the text, the image and the reference images, each attending within itself), then
+    # joint blocks over the text and the content tokens. The text's mode blocks run at t = 0 on the text alone,
+    # before the image's: the stacks start at the image's, so a residual from the first block's input to the last
+    # block's output stays on the image tokens.
+    "Flux3Transformer2DModel": Adapter(
+        stacks=(("mode_blocks.image",), ("mode_blocks.image_cond",), ("single_transformer_blocks",)),
+        roles={("Flux3SingleTransformerBlock", "attn"): "attn.joint"},
+        block_outputs={"Flux3SingleTransformerBlock": _JOINT_FIRST},
     ),
     "ChromaTransformer2DModel": Adapter(block_outputs={"ChromaTransformerBlock": _JOINT_FIRST}),
     "ConsisIDTransformer3DModel": Adapter(block_outputs={"ConsisIDBlock": _HIDDEN_FIRST}),

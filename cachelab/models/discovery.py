@@ -138,7 +138,7 @@ def _discover_diffusers(model: nn.Module, denoiser: str) -> list[Site]:
     sites: list[Site] = []
     layer_offset = 0
     for group in groups:
-        lists = [(name, getattr(model, name, None)) for name in group]
+        lists = [(name, _submodule(model, name)) for name in group]
         lists = [(name, blocks) for name, blocks in lists if isinstance(blocks, nn.ModuleList) and len(blocks)]
         if not lists:
             continue
@@ -161,6 +161,14 @@ def _discover_diffusers(model: nn.Module, denoiser: str) -> list[Site]:
                     sites.append(Site(f"{prefix}.{attr}", role, sub, layer, stack, denoiser))
         layer_offset += depth
     return sites
+
+
+def _submodule(model: nn.Module, name: str) -> nn.Module | None:
+    """The module at a dotted path (``mode_blocks.image``: a block list inside a ModuleDict), None where absent."""
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        return None
 
 
 def _known_outputs(block_class: str) -> tuple[str, ...] | None:
