@@ -838,6 +838,8 @@ NOT_COVERED: dict[str, str] = {
     "T5FilmDecoder": "spectrogram decoder of the music pipeline: takes decoder_noise_time, no timestep argument",
     "MiniMaxMusic3RVQDepthDecoder": "codebook depth decoder: takes only inputs_embeds, no timestep",
     "TransformerTemporalModel": "a UNet sub-block (timestep unused), not a denoiser",
+    "DreamLiteTransformer2DModel": "a UNet sub-block, not a denoiser: DreamLite's U-Net calls it without a timestep "
+    "(its layer_norm blocks take none) between resnets, on GroupNorm'd feature maps",
     "RFD4ProteinaTransformer": "protein structure model: per-stream times (bb_ca_time, local_latents_time), no timestep",
     "Cosmos3OmniTransformer": "omni model over token lists: per-modality vision/sound/action timesteps, no timestep",
     "WanAnimate2Transformer3DModel": "takes lists of per-sample latents and a mandatory external KV cache",
@@ -854,7 +856,6 @@ NOT_COVERED: dict[str, str] = {
     # honest gaps: these rows were not written before the deadline (what each needs is noted)
     "AceStepTransformer1DModel": "time ran out: no tiny config yet (1-D music latents with timestep_r and context_latents)",
     "AnyFlowFARTransformer3DModel": "time ran out: no tiny config yet (frame-autoregressive: chunk partitions, clean context frames, an optional KV cache)",
-    "DreamLiteTransformer2DModel": "time ran out: no tiny config yet (PixArt-like added conditions)",
     "GlmImageTransformer2DModel": "time ran out: no tiny config yet (prior token ids from an autoregressive stage, KV caches)",
     "HeliosTransformer3DModel": "time ran out: no tiny config yet (short/mid/long latent histories and their frame indices)",
     "Ideogram4Transformer2DModel": "time ran out: no tiny config yet (position ids, segment ids and indicators of a packed sequence)",
