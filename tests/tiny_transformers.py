@@ -153,6 +153,8 @@ PACKED_GRID = LATENT_SIZE // 2
 PACKED_CHANNELS = LATENT_CHANNELS * 4
 #: HunyuanVideo Framepack: 4 latent frames, so no frame-index table has the batch size (2) as its length
 FRAMEPACK_FRAMES = 4
+#: Krea 2 stacks hidden states tapped from this many text-encoder layers per token
+KREA2_TEXT_LAYERS = 3
 ALLEGRO_HEAD_DIM = 12  # RoPE splits the head into three equal, even parts
 ALLEGRO_ROPE_SCALE = (2.2, 2.0, 2.0)
 
@@ -521,6 +523,25 @@ TINY_TRANSFORMERS: dict[str, TinySpec] = {
         },
         timestep_scale=1e-3,  # the pipeline passes t / 1000, the model multiplies back
     ),
+    "krea2": TinySpec(
+        "Krea2Transformer2DModel",
+        # single-stream blocks on [text, image]; the text first passes a fusion stack of its own (one block across
+        # the tapped encoder layers of each token, one across the tokens)
+        dict(
+            in_channels=PACKED_CHANNELS, num_layers=2, attention_head_dim=16, num_attention_heads=2,
+            num_key_value_heads=1, intermediate_size=64, timestep_embed_dim=32, text_hidden_dim=TEXT_DIM,
+            num_text_layers=KREA2_TEXT_LAYERS, text_num_attention_heads=2, text_num_key_value_heads=2,
+            text_intermediate_size=64, num_layerwise_text_blocks=1, num_refiner_text_blocks=1,
+            axes_dims_rope=(4, 6, 6),  # sums to attention_head_dim
+        ),
+        {"hidden_states": (PACKED_GRID**2, PACKED_CHANNELS), "encoder_hidden_states": (TEXT_LEN, KREA2_TEXT_LAYERS, TEXT_DIM)},
+        _merge(
+            _mask("encoder_attention_mask", torch.bool),
+            # (t, h, w) for [text, image] as Krea2Pipeline.prepare_position_ids builds them: text at the origin
+            lambda batch, seed: {"position_ids": torch.cat([torch.zeros(TEXT_LEN, 3), grid_ids(PACKED_GRID, PACKED_GRID)])},
+        ),
+        timestep_scale=1e-3,  # Krea2Pipeline passes t / num_train_timesteps, the model multiplies back
+    ),
     "bria": TinySpec(
         "BriaTransformer2DModel",
         dict(
@@ -861,7 +882,6 @@ NOT_COVERED: dict[str, str] = {
     "Ideogram4Transformer2DModel": "time ran out: no tiny config yet (position ids, segment ids and indicators of a packed sequence)",
     "Kandinsky6SRTransformer3DModel": "time ran out: no tiny config yet (super-resolution stage of Kandinsky 6)",
     "Kandinsky6Transformer3DModel": "time ran out: no tiny config yet (audio latents, visual RoPE positions and token type ids)",
-    "Krea2Transformer2DModel": "time ran out: no tiny config yet (position ids and its own text stack)",
     "LTX2VideoTransformer3DModel": "time ran out: no tiny config yet (joint audio and video latents, coordinates and per-modality timesteps)",
     "LongCatAudioDiTTransformer": "time ran out: no tiny config yet (1-D audio latents with a latent condition)",
     "MiniMaxH3Transformer3DModel": "time ran out: no tiny config yet (joint video, audio and text token lists with tags and indices)",

@@ -134,6 +134,8 @@ ADAPTERS: dict[str, Adapter] = {
         roles={("Flux3SingleTransformerBlock", "attn"): "attn.joint"},
         block_outputs={"Flux3SingleTransformerBlock": _JOINT_FIRST},
     ),
+    # one sequence of text and image tokens in every block
+    "Krea2Transformer2DModel": Adapter(roles={("Krea2TransformerBlock", "attn"): "attn.joint"}),
     "ChromaTransformer2DModel": Adapter(block_outputs={"ChromaTransformerBlock": _JOINT_FIRST}),
     "ConsisIDTransformer3DModel": Adapter(block_outputs={"ConsisIDBlock": _HIDDEN_FIRST}),
     "CogView3PlusTransformer2DModel": Adapter(block_outputs={"CogView3PlusTransformerBlock": _HIDDEN_FIRST}),
