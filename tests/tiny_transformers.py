@@ -7,8 +7,9 @@ those exist; the facts carried over are noted beside the values that must agree 
 
 Conventions of ``spec.inputs(batch, timestep, seed=0)``:
 
-* ``timestep`` is on the scheduler's 0-1000 scale; ``timestep_scale`` converts it the way the pipeline does
-  (Flux-like pipelines pass ``t / 1000``). The timestep is a float32 tensor of shape ``(batch,)``.
+* ``timestep`` is on the scheduler's 0-1000 scale; ``timestep_scale`` (and ``timestep_offset``) convert it the way
+  the pipeline does (Flux-like pipelines pass ``t / 1000``, Ideogram 4 ``1 - t / 1000``). The timestep is a float32
+  tensor of shape ``(batch,)``.
 * Random tensors are drawn sample by sample from one generator seeded with ``seed``, so the first *k* samples of
   a batch of *n* equal a batch of *k* (tests of CFG splitting compare them).
 * Text masks keep a different number of tokens per sample (16, 13, 16, 13, ...) so masking code runs.
@@ -47,7 +48,8 @@ class TinySpec:
         config: constructor keyword arguments.
         latents: ``name -> per-sample shape`` of the standard-normal inputs (latents, text features ...).
         extras: ``(batch, seed) -> kwargs`` for the other inputs (masks, ids, labels, unbatched tables).
-        timestep_scale: the model receives ``timestep * timestep_scale``.
+        timestep_scale: the model receives ``timestep_offset + timestep * timestep_scale``.
+        timestep_offset: for models whose time rises as sampling goes (``1 - t / 1000``: offset 1, scale -1e-3).
         timestep_arg: the name of the timestep argument in the model's forward.
     """
 
@@ -56,6 +58,7 @@ class TinySpec:
     latents: Mapping[str, tuple[int, ...]]
     extras: Callable[[int, int], dict[str, Any]] = _no_extras
     timestep_scale: float = 1.0
+    timestep_offset: float = 0.0
     timestep_arg: str = "timestep"
     return_dict: bool = field(default=False)
 
@@ -73,7 +76,9 @@ class TinySpec:
         """Keyword arguments for ``model(**kwargs)``, including ``return_dict=False``."""
         return {
             **draw(batch, seed, **self.latents),
-            self.timestep_arg: torch.full((batch,), float(timestep) * self.timestep_scale, dtype=torch.float32),
+            self.timestep_arg: torch.full(
+                (batch,), self.timestep_offset + float(timestep) * self.timestep_scale, dtype=torch.float32
+            ),
             **self.extras(batch, seed),
             "return_dict": False,
         }
@@ -155,12 +160,36 @@ PACKED_CHANNELS = LATENT_CHANNELS * 4
 FRAMEPACK_FRAMES = 4
 #: Krea 2 stacks hidden states tapped from this many text-encoder layers per token
 KREA2_TEXT_LAYERS = 3
+#: Ideogram 4 packs text and image tokens into one sequence
+IDEOGRAM4_SEQ = TEXT_LEN + PACKED_GRID**2
 ALLEGRO_HEAD_DIM = 12  # RoPE splits the head into three equal, even parts
 ALLEGRO_ROPE_SCALE = (2.2, 2.0, 2.0)
 
 
 def _flux_ids(batch: int, seed: int) -> dict[str, Any]:
     return {"img_ids": grid_ids(PACKED_GRID, PACKED_GRID), "txt_ids": torch.zeros(TEXT_LEN, 3)}
+
+
+def _ideogram4_layout(batch: int, seed: int) -> dict[str, Any]:
+    """Position ids, segment ids and token roles as ``Ideogram4Pipeline._prepare_ids`` builds them: each prompt
+    left-padded to TEXT_LEN (16 and 13 tokens), padding in a segment of its own, image positions offset by 65536."""
+    from diffusers.models.transformers.transformer_ideogram4 import (
+        IMAGE_POSITION_OFFSET, LLM_TOKEN_INDICATOR, OUTPUT_IMAGE_INDICATOR, SEQUENCE_PADDING_INDICATOR,
+    )
+
+    rows, cols = torch.meshgrid(torch.arange(PACKED_GRID), torch.arange(PACKED_GRID), indexing="ij")
+    image_positions = torch.stack([torch.zeros_like(rows), rows, cols], -1).reshape(-1, 3) + IMAGE_POSITION_OFFSET
+    position_ids = torch.zeros(batch, IDEOGRAM4_SEQ, 3, dtype=torch.long)
+    segment_ids = torch.full((batch, IDEOGRAM4_SEQ), SEQUENCE_PADDING_INDICATOR, dtype=torch.long)
+    indicator = torch.zeros(batch, IDEOGRAM4_SEQ, dtype=torch.long)
+    for b, length in enumerate(text_mask(batch).sum(1).tolist()):
+        pad = TEXT_LEN - length
+        position_ids[b, pad:TEXT_LEN] = torch.arange(length)[:, None]
+        position_ids[b, TEXT_LEN:] = image_positions
+        indicator[b, pad:TEXT_LEN] = LLM_TOKEN_INDICATOR
+        indicator[b, TEXT_LEN:] = OUTPUT_IMAGE_INDICATOR
+        segment_ids[b, pad:] = 1
+    return {"position_ids": position_ids, "segment_ids": segment_ids, "indicator": indicator}
 
 
 def _allegro_rotary_emb(batch: int, seed: int) -> dict[str, Any]:
@@ -542,6 +571,20 @@ TINY_TRANSFORMERS: dict[str, TinySpec] = {
         ),
         timestep_scale=1e-3,  # Krea2Pipeline passes t / num_train_timesteps, the model multiplies back
     ),
+    "ideogram4": TinySpec(
+        "Ideogram4Transformer2DModel",
+        # one packed sequence per sample: [left padding][text][image], roles told by `indicator`
+        dict(
+            in_channels=PACKED_CHANNELS, num_layers=2, attention_head_dim=16, num_attention_heads=2,
+            intermediate_size=64, adaln_dim=16, llm_features_dim=TEXT_DIM,
+            mrope_section=(2, 2, 2),  # interleaved: axis k takes every third of the head's 8 frequencies from k
+        ),
+        # the image latents and the text features each fill the whole sequence; the model zeroes them outside their
+        # own positions (the pipeline passes zeros there)
+        {"hidden_states": (IDEOGRAM4_SEQ, PACKED_CHANNELS), "encoder_hidden_states": (IDEOGRAM4_SEQ, TEXT_DIM)},
+        _ideogram4_layout,
+        timestep_scale=-1e-3, timestep_offset=1.0,  # Ideogram4Pipeline passes 1 - t / 1000 (1 is clean data)
+    ),
     "bria": TinySpec(
         "BriaTransformer2DModel",
         dict(
@@ -879,7 +922,6 @@ NOT_COVERED: dict[str, str] = {
     "AnyFlowFARTransformer3DModel": "time ran out: no tiny config yet (frame-autoregressive: chunk partitions, clean context frames, an optional KV cache)",
     "GlmImageTransformer2DModel": "time ran out: no tiny config yet (prior token ids from an autoregressive stage, KV caches)",
     "HeliosTransformer3DModel": "time ran out: no tiny config yet (short/mid/long latent histories and their frame indices)",
-    "Ideogram4Transformer2DModel": "time ran out: no tiny config yet (position ids, segment ids and indicators of a packed sequence)",
     "Kandinsky6SRTransformer3DModel": "time ran out: no tiny config yet (super-resolution stage of Kandinsky 6)",
     "Kandinsky6Transformer3DModel": "time ran out: no tiny config yet (audio latents, visual RoPE positions and token type ids)",
     "LTX2VideoTransformer3DModel": "time ran out: no tiny config yet (joint audio and video latents, coordinates and per-modality timesteps)",

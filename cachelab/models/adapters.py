@@ -23,6 +23,8 @@ class Adapter:
         block_outputs: ``block class name -> names of the forward arguments`` that each output of the block
             updates, in output order (blocks that return ``(encoder_hidden_states, hidden_states)``).
         unbatched_kwargs: denoiser keyword arguments with no batch dimension, never sliced per CFG branch.
+        batched_kwargs: arguments that :data:`COMMON_UNBATCHED` names but that this denoiser takes per sample
+            (Ideogram 4's ``position_ids``, one row of ids per packed sequence).
         batch_dims: denoiser keyword arguments whose batch dimension is not the first (argument -> dim).
         batch_sized_tokens: why the token count of the blocks depends on which samples share a call (a joint
             text+image sequence padded to the longest prompt of the batch), empty when it does not.
@@ -35,6 +37,7 @@ class Adapter:
     stack_roles: dict[tuple[str, str], str] = field(default_factory=dict)
     block_outputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     unbatched_kwargs: tuple[str, ...] = ()
+    batched_kwargs: tuple[str, ...] = ()
     batch_dims: dict[str, int] = field(default_factory=dict)
     batch_sized_tokens: str = ""
     folded: dict[str, str] = field(default_factory=dict)
@@ -136,6 +139,11 @@ ADAPTERS: dict[str, Adapter] = {
     ),
     # one sequence of text and image tokens in every block
     "Krea2Transformer2DModel": Adapter(roles={("Krea2TransformerBlock", "attn"): "attn.joint"}),
+    # text and image tokens packed into one sequence per sample, each sample with its own position ids
+    "Ideogram4Transformer2DModel": Adapter(
+        roles={("Ideogram4TransformerBlock", "attention"): "attn.joint"},
+        batched_kwargs=("position_ids",),
+    ),
     "ChromaTransformer2DModel": Adapter(block_outputs={"ChromaTransformerBlock": _JOINT_FIRST}),
     "ConsisIDTransformer3DModel": Adapter(block_outputs={"ConsisIDBlock": _HIDDEN_FIRST}),
     "CogView3PlusTransformer2DModel": Adapter(block_outputs={"CogView3PlusTransformerBlock": _HIDDEN_FIRST}),

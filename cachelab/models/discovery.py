@@ -64,7 +64,8 @@ def find_sites(
     adapter = adapter_for(type(model).__name__) or Adapter()
     sites = [
         Site(name="", role="denoiser", module=model, denoiser=denoiser,
-             unbatched=COMMON_UNBATCHED + tuple(adapter.unbatched_kwargs), batch_dims=dict(adapter.batch_dims),
+             unbatched=tuple(name for name in COMMON_UNBATCHED if name not in adapter.batched_kwargs)
+             + tuple(adapter.unbatched_kwargs), batch_dims=dict(adapter.batch_dims),
              batch_sized_tokens=adapter.batch_sized_tokens)
     ]
     auto: list[Site] = []
