@@ -162,6 +162,9 @@ FRAMEPACK_FRAMES = 4
 KREA2_TEXT_LAYERS = 3
 #: Ideogram 4 packs text and image tokens into one sequence
 IDEOGRAM4_SEQ = TEXT_LEN + PACKED_GRID**2
+#: OmniGen's tiny vocabulary and the id its collator pads prompts with
+OMNIGEN_VOCAB = 64
+OMNIGEN_PAD_ID = 2
 ALLEGRO_HEAD_DIM = 12  # RoPE splits the head into three equal, even parts
 ALLEGRO_ROPE_SCALE = (2.2, 2.0, 2.0)
 
@@ -190,6 +193,29 @@ def _ideogram4_layout(batch: int, seed: int) -> dict[str, Any]:
         indicator[b, TEXT_LEN:] = OUTPUT_IMAGE_INDICATOR
         segment_ids[b, pad:] = 1
     return {"position_ids": position_ids, "segment_ids": segment_ids, "indicator": indicator}
+
+
+def _omnigen_inputs(batch: int, seed: int) -> dict[str, Any]:
+    """Token ids, the joint attention mask and position ids as OmniGenCollator builds them for text-to-image: each
+    prompt left-padded to TEXT_LEN (16 and 13 tokens), then a time token and the image tokens; causal over the text,
+    bidirectional within the image."""
+    from diffusers.pipelines.omnigen.processor_omnigen import OmniGenCollator
+
+    text_mask_left = text_mask(batch).flip(1)
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.cat([torch.randint(OMNIGEN_PAD_ID + 1, OMNIGEN_VOCAB, (1, TEXT_LEN), generator=generator) for _ in range(batch)])
+    collator = OmniGenCollator(pad_token_id=OMNIGEN_PAD_ID)
+    image_tokens = [PACKED_GRID**2] * batch
+    attention_mask, _ = collator.create_mask(text_mask_left, image_tokens)
+    return {
+        "input_ids": ids.masked_fill(text_mask_left == 0, OMNIGEN_PAD_ID),
+        "attention_mask": attention_mask,
+        "position_ids": collator.create_position(text_mask_left, image_tokens),
+        # no input images: they replace placeholder tokens at positions keyed by sample index, which no batch slice
+        # keeps
+        "input_img_latents": [],
+        "input_image_sizes": {},
+    }
 
 
 def _allegro_rotary_emb(batch: int, seed: int) -> dict[str, Any]:
@@ -585,6 +611,18 @@ TINY_TRANSFORMERS: dict[str, TinySpec] = {
         _ideogram4_layout,
         timestep_scale=-1e-3, timestep_offset=1.0,  # Ideogram4Pipeline passes 1 - t / 1000 (1 is clean data)
     ),
+    "omnigen": TinySpec(
+        "OmniGenTransformer2DModel",
+        # a Phi-3-like decoder over [text tokens, time token, image tokens]
+        dict(
+            in_channels=LATENT_CHANNELS, patch_size=2, hidden_size=32, num_attention_heads=2, num_key_value_heads=1,
+            intermediate_size=64, num_layers=2, pad_token_id=OMNIGEN_PAD_ID, vocab_size=OMNIGEN_VOCAB,
+            rope_scaling={"short_factor": [1.0] * 8, "long_factor": [1.0] * 8},  # one per frequency of a 16-wide head
+            pos_embed_max_size=LATENT_SIZE, time_step_dim=32,
+        ),
+        {"hidden_states": IMAGE},
+        _omnigen_inputs,
+    ),
     "bria": TinySpec(
         "BriaTransformer2DModel",
         dict(
@@ -927,7 +965,6 @@ NOT_COVERED: dict[str, str] = {
     "LTX2VideoTransformer3DModel": "time ran out: no tiny config yet (joint audio and video latents, coordinates and per-modality timesteps)",
     "LongCatAudioDiTTransformer": "time ran out: no tiny config yet (1-D audio latents with a latent condition)",
     "MiniMaxH3Transformer3DModel": "time ran out: no tiny config yet (joint video, audio and text token lists with tags and indices)",
-    "OmniGenTransformer2DModel": "time ran out: no tiny config yet (token ids, input image latents and batched position ids)",
     "SanaWMLTX2RefinerTransformer3DModel": "time ran out: no tiny config yet (video RoPE tables and a KV cache)",
     "SanaWMTransformer3DModel": "time ran out: no tiny config yet (camera conditions, Plucker rays and chunked frames)",
     "StableAudio3DiTModel": "time ran out: no tiny config yet (1-D audio latents with local conditions)",

@@ -144,6 +144,12 @@ ADAPTERS: dict[str, Adapter] = {
         roles={("Ideogram4TransformerBlock", "attention"): "attn.joint"},
         batched_kwargs=("position_ids",),
     ),
+    # a decoder over text, time and image tokens: its attention is built as cross-attention but is given the
+    # block's own (joint) sequence as keys and values; position ids come one row per sample
+    "OmniGenTransformer2DModel": Adapter(
+        roles={("OmniGenBlock", "self_attn"): "attn.joint"},
+        batched_kwargs=("position_ids",),
+    ),
     "ChromaTransformer2DModel": Adapter(block_outputs={"ChromaTransformerBlock": _JOINT_FIRST}),
     "ConsisIDTransformer3DModel": Adapter(block_outputs={"ConsisIDBlock": _HIDDEN_FIRST}),
     "CogView3PlusTransformer2DModel": Adapter(block_outputs={"CogView3PlusTransformerBlock": _HIDDEN_FIRST}),
