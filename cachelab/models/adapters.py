@@ -150,6 +150,11 @@ ADAPTERS: dict[str, Adapter] = {
         roles={("OmniGenBlock", "self_attn"): "attn.joint"},
         batched_kwargs=("position_ids",),
     ),
+    # attn1 joins the text tokens to the image tokens inside its processor
+    "GlmImageTransformer2DModel": Adapter(
+        roles={("GlmImageTransformerBlock", "attn1"): "attn.joint"},
+        block_outputs={"GlmImageTransformerBlock": _HIDDEN_FIRST},
+    ),
     "ChromaTransformer2DModel": Adapter(block_outputs={"ChromaTransformerBlock": _JOINT_FIRST}),
     "ConsisIDTransformer3DModel": Adapter(block_outputs={"ConsisIDBlock": _HIDDEN_FIRST}),
     "CogView3PlusTransformer2DModel": Adapter(block_outputs={"CogView3PlusTransformerBlock": _HIDDEN_FIRST}),
