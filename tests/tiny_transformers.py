@@ -51,6 +51,8 @@ class TinySpec:
         timestep_scale: the model receives ``timestep_offset + timestep * timestep_scale``.
         timestep_offset: for models whose time rises as sampling goes (``1 - t / 1000``: offset 1, scale -1e-3).
         timestep_arg: the name of the timestep argument in the model's forward.
+        init: initialises, under the build's seed, parameters the class leaves as ``torch.empty`` memory (a
+            checkpoint fills them), which would otherwise differ from build to build and may hold NaNs.
     """
 
     model_class: str
@@ -61,6 +63,7 @@ class TinySpec:
     timestep_offset: float = 0.0
     timestep_arg: str = "timestep"
     return_dict: bool = field(default=False)
+    init: Callable[[torch.nn.Module], None] | None = None
 
     def build(self, seed: int = 0) -> torch.nn.Module:
         """The model in ``eval()`` mode, with the same weights on every call for one seed."""
@@ -70,6 +73,8 @@ class TinySpec:
         with torch.random.fork_rng(devices=[]):  # building does not reseed the caller's random stream
             torch.manual_seed(seed)
             model = cls(**self.config)
+            if self.init is not None:
+                self.init(model)
         return model.eval()
 
     def inputs(self, batch: int, timestep: float, seed: int = 0) -> dict[str, Any]:
@@ -201,6 +206,16 @@ def _ideogram4_layout(batch: int, seed: int) -> dict[str, Any]:
         indicator[b, TEXT_LEN:] = OUTPUT_IMAGE_INDICATOR
         segment_ids[b, pad:] = 1
     return {"position_ids": position_ids, "segment_ids": segment_ids, "indicator": indicator}
+
+
+def _init_moe_experts(model: torch.nn.Module) -> None:
+    """NucleusMoE's packed expert weights are created with ``torch.empty``: draw them as ``nn.Linear`` draws its
+    weights, uniform in +-1/sqrt(fan_in)."""
+    for module in model.modules():
+        if type(module).__name__ == "SwiGLUExperts":
+            for weight in (module.gate_up_proj, module.down_proj):  # (experts, in, out)
+                bound = weight.shape[1] ** -0.5
+                torch.nn.init.uniform_(weight, -bound, bound)
 
 
 def _omnigen_inputs(batch: int, seed: int) -> dict[str, Any]:
@@ -539,6 +554,7 @@ TINY_TRANSFORMERS: dict[str, TinySpec] = {
         {"hidden_states": (PACKED_GRID**2, PACKED_CHANNELS), "encoder_hidden_states": TEXT},
         _merge(_mask("encoder_hidden_states_mask"), _per_sample(img_shapes=lambda b: [(1, PACKED_GRID, PACKED_GRID)] * b)),
         timestep_scale=1e-3,  # NucleusMoEImagePipeline passes t / num_train_timesteps
+        init=_init_moe_experts,
     ),
     "qwenimage21": TinySpec(
         "QwenImage21Transformer2DModel",
