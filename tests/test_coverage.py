@@ -21,7 +21,7 @@ REFUSALS = {
     # Lumina2's joint sequence is padded to the longest prompt of the call (its pipeline runs CFG as two calls)
     ("lumina2", "fastercache"): r"CFG batched in one call: its main layers run on one joint text\+image sequence",
     # the main layers' gist tokens follow the longest prompt of the call (its pipeline runs CFG as two calls)
-    ("bria-fibo2", "fastercache"): r"CFG batched in one call: its main layers run on the image tokens joined to one gist",
+    ("bria-fibo2", "fastercache"): r"CFG batched in one call: its main layers run on the image tokens joined to one",
     # a call of one sample crops the text to its valid tokens (its pipeline runs CFG as two calls)
     ("hunyuanvideo-framepack", "fastercache"): r"CFG batched in one call: a call of one sample crops the text",
     # First-Block Cache adds the residual from the first block's output to the last one's: it needs both in one

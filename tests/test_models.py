@@ -120,7 +120,8 @@ def test_stacks_inside_a_module_dict_are_found_by_dotted_path():
     before the image's on the text alone and are not part of the stack."""
     sites = cachelab.find_sites(TINY_TRANSFORMERS["flux3"].build())
     blocks = sites.by_role("block")
-    assert [s.name for s in blocks] == ["mode_blocks.image.0", "mode_blocks.image_cond.0", "single_transformer_blocks.0"]
+    names = ["mode_blocks.image.0", "mode_blocks.image_cond.0", "single_transformer_blocks.0"]
+    assert [s.name for s in blocks] == names
     assert [s.layer for s in blocks] == [0, 1, 2]
     assert [s.stack for s in blocks] == ["mode_blocks.image", "mode_blocks.image_cond", "single_transformer_blocks"]
     assert not any(s.name.startswith("txt_mode_blocks") for s in sites)
@@ -136,4 +137,4 @@ def test_an_adapter_can_mark_a_commonly_unbatched_argument_as_batched():
     with cachelab.apply(model, "cfg_cache", cfg="batched", num_steps=2, interval=2, window=[0, 1], layout="flat"):
         with torch.no_grad():
             outputs = [model(**spec.inputs(2, t))[0] for t in (900, 600)]
-    assert [tuple(o.shape) for o in outputs] == [(2, spec.latents["hidden_states"][0], spec.latents["hidden_states"][1])] * 2
+    assert [tuple(o.shape) for o in outputs] == [(2, *spec.latents["hidden_states"])] * 2

@@ -218,6 +218,11 @@ def _init_moe_experts(model: torch.nn.Module) -> None:
                 torch.nn.init.uniform_(weight, -bound, bound)
 
 
+def _bria_fibo_text_layers(batch: int, seed: int) -> dict[str, Any]:
+    """One text encoder hidden state per block of the tiny BriaFibo (one double, one single)."""
+    return {"text_encoder_layers": list(draw(batch, seed + 1, layers=(2, *TEXT))["layers"].unbind(1))}
+
+
 def _omnigen_inputs(batch: int, seed: int) -> dict[str, Any]:
     """Token ids, the joint attention mask and position ids as OmniGenCollator builds them for text-to-image: each
     prompt left-padded to TEXT_LEN (16 and 13 tokens), then a time token and the image tokens; causal over the text,
@@ -635,11 +640,12 @@ TINY_TRANSFORMERS: dict[str, TinySpec] = {
             text_intermediate_size=64, num_layerwise_text_blocks=1, num_refiner_text_blocks=1,
             axes_dims_rope=(4, 6, 6),  # sums to attention_head_dim
         ),
-        {"hidden_states": (PACKED_GRID**2, PACKED_CHANNELS), "encoder_hidden_states": (TEXT_LEN, KREA2_TEXT_LAYERS, TEXT_DIM)},
+        {"hidden_states": (PACKED_GRID**2, PACKED_CHANNELS),
+         "encoder_hidden_states": (TEXT_LEN, KREA2_TEXT_LAYERS, TEXT_DIM)},
         _merge(
             _mask("encoder_attention_mask", torch.bool),
             # (t, h, w) for [text, image] as Krea2Pipeline.prepare_position_ids builds them: text at the origin
-            lambda batch, seed: {"position_ids": torch.cat([torch.zeros(TEXT_LEN, 3), grid_ids(PACKED_GRID, PACKED_GRID)])},
+            _const(position_ids=torch.cat([torch.zeros(TEXT_LEN, 3), grid_ids(PACKED_GRID, PACKED_GRID)])),
         ),
         timestep_scale=1e-3,  # Krea2Pipeline passes t / num_train_timesteps, the model multiplies back
     ),
@@ -688,7 +694,7 @@ TINY_TRANSFORMERS: dict[str, TinySpec] = {
         {"hidden_states": (PACKED_GRID**2, PACKED_CHANNELS), "encoder_hidden_states": TEXT},
         # one text encoder hidden state per block (double, then single); prompts padded to full length leave the
         # pipeline's attention mask out (it passes one only when some token is padding)
-        _merge(_flux_ids, lambda batch, seed: {"text_encoder_layers": list(draw(batch, seed + 1, layer=(2, *TEXT))["layer"].unbind(1))}),
+        _merge(_flux_ids, _bria_fibo_text_layers),
     ),
     "bria-fibo2": TinySpec(
         "BriaFibo2Transformer2DModel",

@@ -15,8 +15,9 @@ class Adapter:
     """How to see one denoiser class.
 
     Attributes:
-        stacks: groups of block-list attribute names (dotted paths for lists inside a ModuleDict) in execution order. Lists in one group are interleaved
-            (layer *i* runs block *i* of each list in turn, as in Latte); groups run one after another.
+        stacks: groups of block-list attribute names in execution order (dotted paths for lists inside a
+            ModuleDict). Lists in one group are interleaved (layer *i* runs block *i* of each list in turn, as in
+            Latte); groups run one after another.
         roles: ``(block class name, attribute path) -> role`` for attention modules whose role the generic
             rules would get wrong (joint attention that concatenates text inside its processor, temporal lists).
         stack_roles: ``(stack name, attribute path) -> role``, for the same purpose keyed by block list.
@@ -119,6 +120,28 @@ ADAPTERS: dict[str, Adapter] = {
     # and image token counts agree, so it is written down (stacks are found by the generic rule).
     "BriaTransformer2DModel": Adapter(block_outputs={"BriaTransformerBlock": _JOINT_FIRST, "BriaSingleTransformerBlock": _JOINT_FIRST}),
     "BriaFiboTransformer2DModel": Adapter(block_outputs={"BriaFiboTransformerBlock": _JOINT_FIRST}),
+    "ChromaTransformer2DModel": Adapter(block_outputs={"ChromaTransformerBlock": _JOINT_FIRST}),
+    "ConsisIDTransformer3DModel": Adapter(block_outputs={"ConsisIDBlock": _HIDDEN_FIRST}),
+    "CogView3PlusTransformer2DModel": Adapter(block_outputs={"CogView3PlusTransformerBlock": _HIDDEN_FIRST}),
+    "CogView4Transformer2DModel": Adapter(block_outputs={"CogView4TransformerBlock": _HIDDEN_FIRST}),
+    "Flux2Transformer2DModel": Adapter(block_outputs={"Flux2TransformerBlock": _JOINT_FIRST, "Flux2SingleTransformerBlock": _JOINT_FIRST}),
+    "LongCatImageTransformer2DModel": Adapter(block_outputs={"LongCatImageTransformerBlock": _JOINT_FIRST, "LongCatImageSingleTransformerBlock": _JOINT_FIRST}),
+    "OvisImageTransformer2DModel": Adapter(block_outputs={"OvisImageTransformerBlock": _JOINT_FIRST, "OvisImageSingleTransformerBlock": _JOINT_FIRST}),
+    "QwenImageTransformer2DModel": Adapter(block_outputs={"QwenImageTransformerBlock": _JOINT_FIRST}),
+    "AuraFlowTransformer2DModel": Adapter(block_outputs={"AuraFlowJointTransformerBlock": _JOINT_FIRST}),
+    # Llama hidden states come stacked layer-major, (layers, batch, tokens, dim)
+    "HiDreamImageTransformer2DModel": Adapter(batch_dims={"encoder_hidden_states_llama3": 1}),
+    # a call of one sample crops the text to its valid tokens; a batched call pads every sample to the full length
+    "HunyuanVideoFramepackTransformer3DModel": Adapter(
+        batch_sized_tokens="a call of one sample crops the text to its valid tokens while a batched call keeps "
+        "them all",
+    ),
+    # the refiners run once on the image and once on the text tokens before the main layers
+    "Lumina2Transformer2DModel": Adapter(
+        stacks=(("layers",),),
+        batch_sized_tokens="its main layers run on one joint text+image sequence per sample, padded to the longest "
+        "prompt in the call",
+    ),
     # the noise refiner runs on the image tokens alone; the main layers on the Perceiver's gist tokens joined to
     # them, as many gist tokens as the longest prompt of the call asks for
     "BriaFibo2Transformer2DModel": Adapter(
@@ -154,28 +177,6 @@ ADAPTERS: dict[str, Adapter] = {
     "GlmImageTransformer2DModel": Adapter(
         roles={("GlmImageTransformerBlock", "attn1"): "attn.joint"},
         block_outputs={"GlmImageTransformerBlock": _HIDDEN_FIRST},
-    ),
-    "ChromaTransformer2DModel": Adapter(block_outputs={"ChromaTransformerBlock": _JOINT_FIRST}),
-    "ConsisIDTransformer3DModel": Adapter(block_outputs={"ConsisIDBlock": _HIDDEN_FIRST}),
-    "CogView3PlusTransformer2DModel": Adapter(block_outputs={"CogView3PlusTransformerBlock": _HIDDEN_FIRST}),
-    "CogView4Transformer2DModel": Adapter(block_outputs={"CogView4TransformerBlock": _HIDDEN_FIRST}),
-    "Flux2Transformer2DModel": Adapter(block_outputs={"Flux2TransformerBlock": _JOINT_FIRST, "Flux2SingleTransformerBlock": _JOINT_FIRST}),
-    "LongCatImageTransformer2DModel": Adapter(block_outputs={"LongCatImageTransformerBlock": _JOINT_FIRST, "LongCatImageSingleTransformerBlock": _JOINT_FIRST}),
-    "OvisImageTransformer2DModel": Adapter(block_outputs={"OvisImageTransformerBlock": _JOINT_FIRST, "OvisImageSingleTransformerBlock": _JOINT_FIRST}),
-    "QwenImageTransformer2DModel": Adapter(block_outputs={"QwenImageTransformerBlock": _JOINT_FIRST}),
-    "AuraFlowTransformer2DModel": Adapter(block_outputs={"AuraFlowJointTransformerBlock": _JOINT_FIRST}),
-    # Llama hidden states come stacked layer-major, (layers, batch, tokens, dim)
-    "HiDreamImageTransformer2DModel": Adapter(batch_dims={"encoder_hidden_states_llama3": 1}),
-    # a call of one sample crops the text to its valid tokens; a batched call pads every sample to the full length
-    "HunyuanVideoFramepackTransformer3DModel": Adapter(
-        batch_sized_tokens="a call of one sample crops the text to its valid tokens while a batched call keeps "
-        "them all",
-    ),
-    # the refiners run once on the image and once on the text tokens before the main layers
-    "Lumina2Transformer2DModel": Adapter(
-        stacks=(("layers",),),
-        batch_sized_tokens="its main layers run on one joint text+image sequence per sample, padded to the longest "
-        "prompt in the call",
     ),
 }
 
