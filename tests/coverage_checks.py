@@ -16,6 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import cachelab
 from cachelab.errors import CachelabError
+from cachelab.hooks.engine import _GlobalOnly
 from configs import AGGRESSIVE, NEVER_REUSE, SEED_POLICIES
 from tiny_transformers import TINY_TRANSFORMERS, draw
 
@@ -63,9 +64,18 @@ def run(model: torch.nn.Module, name: str, count: bool = False) -> tuple[list[to
     with torch.no_grad():
         if not count:
             return [model(**kwargs)[0] for kwargs in inputs(name)], None
-        with FlopCounterMode(display=False) as counter:
+        with total_flop_counter() as counter:
             outputs = [model(**kwargs)[0] for kwargs in inputs(name)]
     return outputs, counter.get_total_flops()
+
+
+def total_flop_counter() -> FlopCounterMode:
+    """torch's FLOP counter without its per-module tracker (only the total is read): the tracker hooks the backward
+    of every module input that requires grad, and fails on a view of a parameter taken under no_grad (BriaFibo2's
+    Perceiver queries), which requires grad but has no grad_fn."""
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _GlobalOnly()
+    return counter
 
 
 def params_for(policy: str, kind: str, outputs: list[torch.Tensor]) -> dict:

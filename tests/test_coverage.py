@@ -12,21 +12,24 @@ from configs import SEED_POLICIES
 from coverage_checks import cell, check, readme_not_covered, readme_table
 from tiny_transformers import NOT_COVERED, TINY_TRANSFORMERS, exported_transformer_classes
 
-#: learned-variance outputs (twice the input's channels) and image conditioning concatenated to the input
-EASYCACHE_REFUSES = ("dit", "hunyuandit", "latte", "pixart", "transformer2d", "wan-animate")
+#: learned-variance outputs (twice the input's channels), image conditioning concatenated to the input, and an
+#: output over the joint text+image sequence (Qwen-Image 2.1: its pipeline keeps the image tokens)
+EASYCACHE_REFUSES = ("dit", "hunyuandit", "latte", "pixart", "qwenimage21", "transformer2d", "wan-animate")
 
 #: (tiny model, policy) pairs that must refuse, with what the refusal must say
 REFUSALS = {
     # Lumina2's joint sequence is padded to the longest prompt of the call (its pipeline runs CFG as two calls)
     ("lumina2", "fastercache"): r"CFG batched in one call: its main layers run on one joint text\+image sequence",
+    # the main layers' gist tokens follow the longest prompt of the call (its pipeline runs CFG as two calls)
+    ("bria-fibo2", "fastercache"): r"CFG batched in one call: its main layers run on the image tokens joined to one",
     # a call of one sample crops the text to its valid tokens (its pipeline runs CFG as two calls)
     ("hunyuanvideo-framepack", "fastercache"): r"CFG batched in one call: a call of one sample crops the text",
     # First-Block Cache adds the residual from the first block's output to the last one's: it needs both in one
     # token layout, which alternating spatial/temporal stacks (Latte) and text joined to the image tokens before
-    # a single-stream stack (AuraFlow, Chroma, Flux2, HiDream) break
+    # a single-stream stack (AuraFlow, Bria-FIBO, Chroma, Flux2, HiDream) break
     **{
         (name, policy): rf"{policy}: the last block \(\S+\) returns hidden_states of shape \([\d, ]+\) but the first"
-        for name in ("auraflow", "chroma", "flux2", "hidream", "latte")
+        for name in ("auraflow", "bria-fibo", "chroma", "flux2", "hidream", "latte")
         for policy in ("fbcache", "dbcache")
     },
     # teacache and magcache add the whole stack's residual to the first block's input: text joined to the image
@@ -34,7 +37,7 @@ REFUSALS = {
     # are mapped through Site.folded)
     **{
         (name, policy): rf"{policy}: the last block \(\S+\) returns hidden_states of shape \([\d, ]+\) but the first"
-        for name in ("auraflow", "chroma", "flux2", "hidream")
+        for name in ("auraflow", "bria-fibo", "chroma", "flux2", "hidream")
         for policy in ("teacache", "magcache")
     },
     # a denoiser that predicts several samples in one call (LTX-2's, Kandinsky 6's and MiniMax-H3's video and audio):

@@ -138,3 +138,28 @@ def test_adapted_roles(name):
     roles = cachelab.find_sites(TINY_TRANSFORMERS[name].build()).roles()
     assert roles.pop("denoiser") == 1
     assert roles == ADAPTED_ROLES[name]
+
+
+def test_stacks_inside_a_module_dict_are_found_by_dotted_path():
+    """Flux3 keeps its per-mode block lists in a ModuleDict (``mode_blocks.image``); the text's mode blocks run
+    before the image's on the text alone and are not part of the stack."""
+    sites = cachelab.find_sites(TINY_TRANSFORMERS["flux3"].build())
+    blocks = sites.by_role("block")
+    names = ["mode_blocks.image.0", "mode_blocks.image_cond.0", "single_transformer_blocks.0"]
+    assert [s.name for s in blocks] == names
+    assert [s.layer for s in blocks] == [0, 1, 2]
+    assert [s.stack for s in blocks] == ["mode_blocks.image", "mode_blocks.image_cond", "single_transformer_blocks"]
+    assert not any(s.name.startswith("txt_mode_blocks") for s in sites)
+
+
+def test_an_adapter_can_mark_a_commonly_unbatched_argument_as_batched():
+    """``position_ids`` carries no batch dimension in most models (Krea 2: one table for the batch), but Ideogram 4
+    takes one row of ids per packed sample: CFG-Cache's conditional-only call must get its half."""
+    denoiser = cachelab.find_sites(TINY_TRANSFORMERS["ideogram4"].build()).by_role("denoiser")[0]
+    assert "position_ids" not in denoiser.unbatched
+    assert "position_ids" in cachelab.find_sites(TINY_TRANSFORMERS["krea2"].build()).by_role("denoiser")[0].unbatched
+    spec, model = TINY_TRANSFORMERS["ideogram4"], TINY_TRANSFORMERS["ideogram4"].build()
+    with cachelab.apply(model, "cfg_cache", cfg="batched", num_steps=2, interval=2, window=[0, 1], layout="flat"):
+        with torch.no_grad():
+            outputs = [model(**spec.inputs(2, t))[0] for t in (900, 600)]
+    assert [tuple(o.shape) for o in outputs] == [(2, *spec.latents["hidden_states"])] * 2

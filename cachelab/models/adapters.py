@@ -15,8 +15,9 @@ class Adapter:
     """How to see one denoiser class.
 
     Attributes:
-        stacks: groups of block-list attribute names in execution order. Lists in one group are interleaved
-            (layer *i* runs block *i* of each list in turn, as in Latte); groups run one after another.
+        stacks: groups of block-list attribute names in execution order (dotted paths for lists inside a
+            ModuleDict). Lists in one group are interleaved (layer *i* runs block *i* of each list in turn, as in
+            Latte); groups run one after another.
         roles: ``(block class name, attribute path) -> role`` for attention modules whose role the generic
             rules would get wrong (joint attention that concatenates text inside its processor, temporal lists),
             and for attention or FFN modules of classes the generic rules do not recognise (named here, found).
@@ -24,6 +25,8 @@ class Adapter:
         block_outputs: ``block class name -> names of the forward arguments`` that each output of the block
             updates, in output order (blocks that return ``(encoder_hidden_states, hidden_states)``).
         unbatched_kwargs: denoiser keyword arguments with no batch dimension, never sliced per CFG branch.
+        batched_kwargs: arguments that :data:`COMMON_UNBATCHED` names but that this denoiser takes per sample
+            (Ideogram 4's ``position_ids``, one row of ids per packed sequence).
         batch_dims: denoiser keyword arguments whose batch dimension is not the first (argument -> dim).
         batch_sized_tokens: why the token count of the blocks depends on which samples share a call (a joint
             text+image sequence padded to the longest prompt of the batch), empty when it does not.
@@ -38,6 +41,7 @@ class Adapter:
     stack_roles: dict[tuple[str, str], str] = field(default_factory=dict)
     block_outputs: dict[str, tuple[str, ...]] = field(default_factory=dict)
     unbatched_kwargs: tuple[str, ...] = ()
+    batched_kwargs: tuple[str, ...] = ()
     batch_dims: dict[str, int] = field(default_factory=dict)
     batch_sized_tokens: str = ""
     folded: dict[str, str] = field(default_factory=dict)
@@ -119,6 +123,7 @@ ADAPTERS: dict[str, Adapter] = {
     # Blocks that return both streams. Which output updates which input cannot be told by shape when the text
     # and image token counts agree, so it is written down (stacks are found by the generic rule).
     "BriaTransformer2DModel": Adapter(block_outputs={"BriaTransformerBlock": _JOINT_FIRST, "BriaSingleTransformerBlock": _JOINT_FIRST}),
+    "BriaFiboTransformer2DModel": Adapter(block_outputs={"BriaFiboTransformerBlock": _JOINT_FIRST}),
     "ChromaTransformer2DModel": Adapter(block_outputs={"ChromaTransformerBlock": _JOINT_FIRST}),
     "ConsisIDTransformer3DModel": Adapter(block_outputs={"ConsisIDBlock": _HIDDEN_FIRST}),
     "CogView3PlusTransformer2DModel": Adapter(block_outputs={"CogView3PlusTransformerBlock": _HIDDEN_FIRST}),
@@ -192,6 +197,42 @@ ADAPTERS: dict[str, Adapter] = {
         stacks=(("layers",),),
         batch_sized_tokens="its main layers run on one joint text+image sequence per sample, padded to the longest "
         "prompt in the call",
+    ),
+    # the noise refiner runs on the image tokens alone; the main layers on the Perceiver's gist tokens joined to
+    # them, as many gist tokens as the longest prompt of the call asks for
+    "BriaFibo2Transformer2DModel": Adapter(
+        stacks=(("layers",),),
+        roles={("BriaFibo2TransformerBlock", "attention"): "attn.joint",
+               ("BriaFibo2TransformerBlock", "cross_attention"): "attn.cross"},
+        batch_sized_tokens="its main layers run on the image tokens joined to one gist token per two text tokens "
+        "of the longest prompt in the call",
+    ),
+    # Per-mode blocks first (the text, the image and the reference images, each attending within itself), then
+    # joint blocks over the text and the content tokens. The text's mode blocks run at t = 0 on the text alone,
+    # before the image's: the stacks start at the image's, so a residual from the first block's input to the last
+    # block's output stays on the image tokens.
+    "Flux3Transformer2DModel": Adapter(
+        stacks=(("mode_blocks.image",), ("mode_blocks.image_cond",), ("single_transformer_blocks",)),
+        roles={("Flux3SingleTransformerBlock", "attn"): "attn.joint"},
+        block_outputs={"Flux3SingleTransformerBlock": _JOINT_FIRST},
+    ),
+    # one sequence of text and image tokens in every block
+    "Krea2Transformer2DModel": Adapter(roles={("Krea2TransformerBlock", "attn"): "attn.joint"}),
+    # text and image tokens packed into one sequence per sample, each sample with its own position ids
+    "Ideogram4Transformer2DModel": Adapter(
+        roles={("Ideogram4TransformerBlock", "attention"): "attn.joint"},
+        batched_kwargs=("position_ids",),
+    ),
+    # a decoder over text, time and image tokens: its attention is built as cross-attention but is given the
+    # block's own (joint) sequence as keys and values; position ids come one row per sample
+    "OmniGenTransformer2DModel": Adapter(
+        roles={("OmniGenBlock", "self_attn"): "attn.joint"},
+        batched_kwargs=("position_ids",),
+    ),
+    # attn1 joins the text tokens to the image tokens inside its processor
+    "GlmImageTransformer2DModel": Adapter(
+        roles={("GlmImageTransformerBlock", "attn1"): "attn.joint"},
+        block_outputs={"GlmImageTransformerBlock": _HIDDEN_FIRST},
     ),
 }
 

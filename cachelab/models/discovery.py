@@ -64,7 +64,8 @@ def find_sites(
     adapter = adapter_for(type(model).__name__) or Adapter()
     sites = [
         Site(name="", role="denoiser", module=model, denoiser=denoiser,
-             unbatched=COMMON_UNBATCHED + tuple(adapter.unbatched_kwargs), batch_dims=dict(adapter.batch_dims),
+             unbatched=tuple(name for name in COMMON_UNBATCHED if name not in adapter.batched_kwargs)
+             + tuple(adapter.unbatched_kwargs), batch_dims=dict(adapter.batch_dims),
              batch_sized_tokens=adapter.batch_sized_tokens)
     ]
     auto: list[Site] = []
@@ -138,7 +139,7 @@ def _discover_diffusers(model: nn.Module, denoiser: str) -> list[Site]:
     sites: list[Site] = []
     layer_offset = 0
     for group in groups:
-        lists = [(name, getattr(model, name, None)) for name in group]
+        lists = [(name, _submodule(model, name)) for name in group]
         lists = [(name, blocks) for name, blocks in lists if isinstance(blocks, nn.ModuleList) and len(blocks)]
         if not lists:
             continue
@@ -161,6 +162,14 @@ def _discover_diffusers(model: nn.Module, denoiser: str) -> list[Site]:
                     sites.append(Site(f"{prefix}.{attr}", role, sub, layer, stack, denoiser))
         layer_offset += depth
     return sites
+
+
+def _submodule(model: nn.Module, name: str) -> nn.Module | None:
+    """The module at a dotted path (``mode_blocks.image``: a block list inside a ModuleDict), None where absent."""
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        return None
 
 
 def _known_outputs(block_class: str) -> tuple[str, ...] | None:

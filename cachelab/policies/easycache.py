@@ -19,9 +19,10 @@ reference, by design: its Wan code decides on the conditional call and lets the 
 a 0-d tensor in the model's dtype, as in the reference (a zero norm makes it inf or NaN: the step computes).
 Inputs and outputs are kept as copies, as in the reference (a pipeline may change its tensors in place).
 ``stats()`` shows the denoiser computed or reused per step. A denoiser whose output has another shape than its input
-(learned-variance channels: Latte, PixArt, DiT; image-conditioning channels in the input: Wan-Animate) is refused:
-no transformation ``v - x`` exists. So is one that predicts several samples in one call (LTX-2's video and audio):
-a skip would return the last computed values of all but the first.
+(learned-variance channels: Latte, PixArt, DiT; image-conditioning channels in the input: Wan-Animate; the text
+tokens in the output: Qwen-Image 2.1) is refused: no transformation ``v - x`` exists. So is one that predicts
+several samples in one call (LTX-2's video and audio): a skip would return the last computed values of all but
+the first.
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ class EasyCache(Policy):
             raise PolicyError(
                 f"{self.name}: the denoiser returns a sample of shape {tuple(v.shape)} for an input of shape "
                 f"{tuple(x.shape)}, so no transformation (output - input) can be reused (a learned-variance output "
-                "has twice the input's channels; an image-conditioned input carries extra ones)"
+                "has twice the input's channels; an image-conditioned input carries extra ones; an output over the "
+                "whole text+image sequence has more tokens)"
             )
         if "v" in state:
             output_change, input_change = mean_abs(call.runtime, v - state["v"], x - state["x"])
