@@ -149,3 +149,31 @@ def test_latte_skipped_step_rebuilds_the_stack_output_across_its_folded_layouts(
     assert heads[1].shape != tails[1].shape  # the two layouts really differ
     for step in (1, 2):
         torch.testing.assert_close(spatial(tails[step]), heads[step] + (spatial(tails[0]) - heads[0]), rtol=0, atol=0)
+
+
+def test_a_branch_set_that_skips_steps_counts_their_ratios():
+    """With cfg_cache, [uncond, cond] runs every few steps only: its state must count the ratios (and the skips)
+    of the steps in between, since its stored residual is that much older (it once counted one step a call)."""
+    from types import SimpleNamespace
+
+    policy = cachelab.policy_class("magcache")(threshold=0.06, max_skip_steps=2, retention_ratio=0,
+                                               mag_ratios=[1.0] * 2 + [1.02] * 8)
+    policy._calibrations = {}
+    site = SimpleNamespace(denoiser="transformer")
+
+    def decisions(steps):
+        state, out = {}, []
+        for step in steps:
+            skip = policy.decide(site, SimpleNamespace(ctx=SimpleNamespace(step=step, num_steps=10)), state)
+            if not skip:
+                state["residual"] = object()
+            out.append(skip)
+        return out
+
+    # every step: step 1 error 0, step 2 0.02 (skips), step 3 0.02 + 0.0404 over the threshold (runs), and so on
+    assert decisions(range(10)) == [False, True, True, False, True, False, True, False, True, False]
+    # every 3rd step: each call comes 3 steps after the last, 3 skips in a row > max_skip_steps: every call runs
+    assert decisions([0, 3, 6, 9]) == [False, False, False, False]
+    # every 2nd step: step 2 counts steps 1-2 (error 0.02, skips); step 4 adds steps 3-4 (0.1216), step 6 counts
+    # steps 5-6 (0.0604): both run
+    assert decisions([0, 2, 4, 6, 8]) == [False, True, False, False, False]

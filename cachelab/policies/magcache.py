@@ -107,11 +107,19 @@ class MagCache(StackCache):
         if "ratios" not in state:
             state.update(ratios=self.ratios(site.denoiser, ctx.num_steps), product=1.0, skipped=0, error=0.0)
         c = self.config
-        if ctx.step < int(c.retention_ratio * ctx.num_steps + 0.5):
+        retained = int(c.retention_ratio * ctx.num_steps + 0.5)
+        # the steps since this state's last decision: all of them when this branch set runs every step, several when
+        # it does not (cfg_cache runs [uncond, cond] every few steps only and cond alone in between), whose ratios
+        # and skips count as if it had decided at each of them, since the stored residual is that much older
+        last = state.get("last_step")
+        first = max((ctx.step - 1 if last is None or last >= ctx.step else last) + 1, retained)
+        state["last_step"] = ctx.step
+        if ctx.step < retained:
             return False
-        state["product"] *= state["ratios"][ctx.step]
-        state["skipped"] += 1
-        state["error"] += abs(1.0 - state["product"])
+        for step in range(first, ctx.step + 1):
+            state["product"] *= state["ratios"][step]
+            state["skipped"] += 1
+            state["error"] += abs(1.0 - state["product"])
         if "residual" in state and state["error"] <= c.threshold and state["skipped"] <= c.max_skip_steps:
             return True
         state.update(product=1.0, skipped=0, error=0.0)
