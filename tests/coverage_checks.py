@@ -51,8 +51,9 @@ def inputs(name: str) -> tuple[dict, ...]:
     spec = TINY_TRANSFORMERS[name]
     drift = draw(CFG_BATCH, 1, **spec.latents)
     steps = []
-    for step, t in enumerate(TIMESTEPS):
-        kwargs = spec.inputs(CFG_BATCH, t)
+    next_timesteps = [*TIMESTEPS[1:], 0.0]  # a flow map's target time: the next step's, clean data after the last
+    for step, (t, next_t) in enumerate(zip(TIMESTEPS, next_timesteps)):
+        kwargs = spec.inputs(CFG_BATCH, t, next_timestep=next_t)
         for key in spec.latents:
             kwargs[key] = kwargs[key] + LATENT_DRIFT * step * drift[key].to(kwargs[key].dtype)
         steps.append(kwargs)

@@ -58,6 +58,8 @@ class TinySpec:
             ``timestep_shape`` (MiniMax-H3: the distinct noise levels of its packed layout).
         timestep_copies: other arguments that get the same timestep tensor (ACE-Step's mean-flow reference time r,
             which its pipeline sets equal to t).
+        timestep_targets: arguments that get the next step's timestep, shaped and scaled as the timestep (a
+            flow-map model's target time r, which its pipeline sets to the next sigma of the schedule).
         redrawn: parameters the class initialises to zero that leave the untrained model's output zero (a zero
             output projection): drawn from N(0, 0.1^2) after construction, as training would have moved them.
         init: initialises, under the build's seed, parameters the class leaves as ``torch.empty`` memory (a
@@ -74,6 +76,7 @@ class TinySpec:
     return_dict: bool = field(default=False)
     redrawn: tuple[str, ...] = ()
     timestep_copies: tuple[str, ...] = ()
+    timestep_targets: tuple[str, ...] = ()
     timestep_shape: tuple[int, ...] = ()
     timestep_batched: bool = True
     init: Callable[[torch.nn.Module], None] | None = None
@@ -93,14 +96,20 @@ class TinySpec:
                     torch.nn.init.normal_(model.get_parameter(name), std=0.1)
         return model.eval()
 
-    def inputs(self, batch: int, timestep: float, seed: int = 0) -> dict[str, Any]:
-        """Keyword arguments for ``model(**kwargs)``, including ``return_dict=False``."""
+    def inputs(self, batch: int, timestep: float, seed: int = 0, next_timestep: float = 0.0) -> dict[str, Any]:
+        """Keyword arguments for ``model(**kwargs)``, including ``return_dict=False``; ``next_timestep`` is the
+        following step's (0, clean data, after the last step) for ``timestep_targets``."""
         shape = (batch, *self.timestep_shape) if self.timestep_batched else self.timestep_shape
-        t = torch.full(shape, self.timestep_offset + float(timestep) * self.timestep_scale, dtype=torch.float32)
+
+        def timestep_tensor(value: float) -> torch.Tensor:
+            return torch.full(shape, self.timestep_offset + float(value) * self.timestep_scale, dtype=torch.float32)
+
+        t = timestep_tensor(timestep)
         return {
             **draw(batch, seed, **self.latents),
             self.timestep_arg: t,
             **{name: t.clone() for name in self.timestep_copies},
+            **{name: timestep_tensor(next_timestep) for name in self.timestep_targets},
             **self.extras(batch, seed),
             "return_dict": False,
         }
@@ -506,6 +515,21 @@ TINY_TRANSFORMERS: dict[str, TinySpec] = {
         ),
         # WanPipeline zero-pads text embeddings and passes no mask
         {"hidden_states": (LATENT_CHANNELS, WAN_LATENT_FRAMES, LATENT_SIZE, LATENT_SIZE), "encoder_hidden_states": TEXT},
+    ),
+    "anyflow": TinySpec(
+        "AnyFlowTransformer3DModel",
+        # Wan2.1's backbone with a dual (t, r) timestep embedding for the flow map from t to r
+        dict(
+            patch_size=(1, 2, 2), num_attention_heads=2,
+            attention_head_dim=12,  # RoPE splits the head into t/h/w parts of 4 each
+            in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, text_dim=TEXT_DIM, freq_dim=32, ffn_dim=32,
+            num_layers=2, cross_attn_norm=True, rope_max_seq_len=32,
+        ),
+        # frames first, (F, C, H, W), as AnyFlowPipeline permutes the latents; it zero-pads text and passes no mask
+        {"hidden_states": (VIDEO_FRAMES, LATENT_CHANNELS, LATENT_SIZE, LATENT_SIZE), "encoder_hidden_states": TEXT},
+        timestep_shape=(VIDEO_FRAMES,),  # (batch, frames), as the pipeline passes t and r
+        # the pipeline's default use_mean_velocity: r is the next sigma * 1000, the target of this step's flow map
+        timestep_targets=("r_timestep",),
     ),
     "ltx": TinySpec(
         "LTXVideoTransformer3DModel",
@@ -1257,8 +1281,6 @@ NOT_COVERED: dict[str, str] = {
     # cannot run in this environment
     "CosmosTransformer3DModel": "its forward needs torchvision (padding-mask resize), which is not installed",
     # found out while writing rows
-    "AnyFlowTransformer3DModel": "takes one timestep per frame, shape (batch, frames), plus the flow map's target "
-    "r_timestep; the coverage check passes one timestep per sample",
     "Kandinsky6SRTransformer3DModel": "its attention is NABLA sparse attention on PyTorch's flex_attention, which "
     "runs eagerly on the CPU but not under the check's FlopCounterMode (TypeError: no implementation found for "
     "'torch.ops.higher_order.flex_attention' in that mode, torch 2.13), so no FLOPs can be counted",
