@@ -209,6 +209,13 @@ OMNIGEN_VOCAB = 64
 OMNIGEN_PAD_ID = 2
 #: GLM-Image's prior tokens: ids of a tiny VQ codebook, one per image patch
 GLM_IMAGE_CODEBOOK = 16
+#: Wan 2.1's tiny backbone, shared by the Wan row and AnyFlow (Wan 2.1 with a dual (t, r) timestep embedding)
+WAN_BACKBONE = dict(
+    patch_size=(1, 2, 2), num_attention_heads=2,
+    attention_head_dim=12,  # RoPE splits the head into t/h/w parts of 4 each
+    in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, text_dim=TEXT_DIM, freq_dim=32, ffn_dim=32,
+    num_layers=2, cross_attn_norm=True, rope_max_seq_len=32,
+)
 ALLEGRO_HEAD_DIM = 12  # RoPE splits the head into three equal, even parts
 ALLEGRO_ROPE_SCALE = (2.2, 2.0, 2.0)
 
@@ -507,24 +514,14 @@ TINY_TRANSFORMERS: dict[str, TinySpec] = {
     ),
     "wan": TinySpec(
         "WanTransformer3DModel",
-        dict(
-            patch_size=(1, 2, 2), num_attention_heads=2,
-            attention_head_dim=12,  # RoPE splits the head into t/h/w parts of 4 each
-            in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, text_dim=TEXT_DIM, freq_dim=32, ffn_dim=32,
-            num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32,
-        ),
+        dict(**WAN_BACKBONE, qk_norm="rms_norm_across_heads"),
         # WanPipeline zero-pads text embeddings and passes no mask
         {"hidden_states": (LATENT_CHANNELS, WAN_LATENT_FRAMES, LATENT_SIZE, LATENT_SIZE), "encoder_hidden_states": TEXT},
     ),
     "anyflow": TinySpec(
         "AnyFlowTransformer3DModel",
         # Wan2.1's backbone with a dual (t, r) timestep embedding for the flow map from t to r
-        dict(
-            patch_size=(1, 2, 2), num_attention_heads=2,
-            attention_head_dim=12,  # RoPE splits the head into t/h/w parts of 4 each
-            in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, text_dim=TEXT_DIM, freq_dim=32, ffn_dim=32,
-            num_layers=2, cross_attn_norm=True, rope_max_seq_len=32,
-        ),
+        WAN_BACKBONE,
         # frames first, (F, C, H, W), as AnyFlowPipeline permutes the latents; it zero-pads text and passes no mask
         {"hidden_states": (VIDEO_FRAMES, LATENT_CHANNELS, LATENT_SIZE, LATENT_SIZE), "encoder_hidden_states": TEXT},
         timestep_shape=(VIDEO_FRAMES,),  # (batch, frames), as the pipeline passes t and r
