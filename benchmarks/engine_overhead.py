@@ -269,22 +269,20 @@ def run_steps(model, args) -> list[dict]:
         for name, runs in per_case.items():
             if name == "uncached":
                 continue
+            mine = [statistics.median(run[i] for run in runs) for i in range(args.steps)]
+
+            def row(label: str, steps: list[int]) -> dict:
+                theirs, cached = sum(base[i] for i in steps), sum(mine[i] for i in steps)
+                ideal = len(steps) / sum(fractions[name][i][0] for i in steps)
+                return {"mode": mode, "policy": name, "steps_reusing": label, "steps": len(steps),
+                        "uncached_seconds": theirs, "cached_seconds": cached, "speedup": theirs / cached,
+                        "ideal_speedup": ideal, "of_ideal": theirs / cached / ideal}
+
             groups: dict[str, list[int]] = {}
             for step, (_fraction, label) in fractions[name].items():
                 groups.setdefault(label, []).append(step)
-            for label, steps in sorted(groups.items(), key=lambda kv: kv[1][0]):
-                mine = sum(statistics.median(run[i] for run in runs) for i in steps)
-                theirs = sum(base[i] for i in steps)
-                ideal = len(steps) / sum(fractions[name][i][0] for i in steps)
-                rows.append({"mode": mode, "policy": name, "steps_reusing": label, "steps": len(steps),
-                             "uncached_seconds": theirs, "cached_seconds": mine, "speedup": theirs / mine,
-                             "ideal_speedup": ideal, "of_ideal": theirs / mine / ideal})
-            total_base, total_mine = sum(base), sum(statistics.median(run[i] for run in runs) for i in range(args.steps))
-            macs = sum(f for f, _ in fractions[name].values()) / len(fractions[name])
-            rows.append({"mode": mode, "policy": name, "steps_reusing": "all steps", "steps": args.steps,
-                         "uncached_seconds": total_base, "cached_seconds": total_mine,
-                         "speedup": total_base / total_mine, "ideal_speedup": 1 / macs,
-                         "of_ideal": total_base / total_mine * macs})
+            rows += [row(label, steps) for label, steps in sorted(groups.items(), key=lambda kv: kv[1][0])]
+            rows.append(row("all steps", list(range(args.steps))))
         for row in rows:
             if row["mode"] == mode:
                 print(f"{mode} {row['policy']} [{row['steps_reusing']}] x{row['steps']}: {row['speedup']:.3f}x of "
