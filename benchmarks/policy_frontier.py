@@ -4,7 +4,8 @@
 
 Every row is measured on its own in one `cachelab bench` run (same prompts, seeds, steps and machine): cachelab's
 policies at a sweep of their main parameter, diffusers' FirstBlockCache, MagCache and TaylorSeer and cache-dit's
-DBCache at the same settings where the library is installed, plus any searched schedules given with --configs.
+DBCache at the same settings where the library is installed, pab and fastercache at their defaults and beside
+diffusers' PAB and FasterCache at the schedule of diffusers' docs, plus any searched schedules given with --configs.
 Writes OUT_DIR/frontier.json (the bench report plus device, command, date, commit), frontier.md (the table and the
 same-settings pairs) and frontier.png (measured speedup against PSNR, one colour per method).
 """
@@ -37,13 +38,17 @@ SWEEPS = {
     "easycache": ("threshold", [0.05, 0.1, 0.2]),
     "taylorseer": ("interval", [3, 5, 8]),
 }
+#: where diffusers_cases puts each seed policy's pair (cachelab at diffusers' docs schedule, then diffusers' own)
+SEED_PAIRS = {"pab": slice(0, 2), "fastercache": slice(2, 4)}
 
 
 def frontier_cases(model, families: list[str], steps: int, sweeps: dict | None = None) -> list[bench.Case]:
     cases = [bench.Case("uncached", "uncached")]
     for family in families:
         if family in ("pab", "fastercache"):
+            # its defaults, and the pair of diffusers' docs schedule: cachelab's row and diffusers' own
             cases.append(bench.Case(f"{family} (defaults)", "cachelab", family))
+            cases += bench.diffusers_cases(model, steps)[SEED_PAIRS[family]]
             continue
         parameter, values = (sweeps or {}).get(family, SWEEPS[family])
         for value in values:

@@ -177,3 +177,44 @@ def test_a_branch_set_that_skips_steps_counts_their_ratios():
     # every 2nd step: step 2 counts steps 1-2 (error 0.02, skips); step 4 adds steps 3-4 (0.1216), step 6 counts
     # steps 5-6 (0.0604): both run
     assert decisions([0, 2, 4, 6, 8]) == [False, True, False, False, False]
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_forecast_adds_the_damped_taylor_forecast_of_the_stack_residual(order):
+    """``forecast_order``: a skipped step adds ``r_s + scale * k * (r_s - r_p) / (s - p)`` (order 1) where ``r_s``,
+    ``r_p`` are the stack residuals of the last two full steps ``s``, ``p`` and ``k`` the steps since ``s``; with
+    one full step only, ``r_s`` (nothing to difference). Order 2 has only two full steps here, so it is order 1."""
+    model = Toy().eval()
+    xs = [torch.randn(1, 4, 6) for _ in range(4)]
+    ts = [torch.tensor([900.0 - 20 * i]) for i in range(4)]
+    ratios = [1.0, 1.0, 1.2, 1.0]  # step 1 skips (error 0), step 2 runs (error 0.2), step 3 skips again
+    with torch.no_grad():
+        full = [model(x, t) for x, t in zip(xs, ts)]
+        with cachelab.apply(model, "magcache", sites={"block": r"blocks\.\d"}, cfg="off", num_steps=4,
+                            mag_ratios=ratios, threshold=0.07, retention_ratio=0, forecast_order=order,
+                            forecast_scale=0.7) as handle:
+            out = [model(x, t) for x, t in zip(xs, ts)]
+            stats = handle.stats()
+    assert stats.computed_steps("blocks.0") == [True, False, True, False]
+    residual = [f / 2 - x for f, x in zip(full, xs)]
+    assert torch.equal(out[0], full[0]) and torch.equal(out[2], full[2])
+    torch.testing.assert_close(out[1], 2 * (xs[1] + residual[0]), rtol=0, atol=0)
+    forecast = residual[2] + (residual[2] - residual[0]) / 2 * 0.7
+    torch.testing.assert_close(out[3], 2 * (xs[3] + forecast), rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(out[3], 2 * (xs[3] + residual[2]))  # not the plain reuse
+
+
+def test_forecast_order_zero_is_the_published_reuse_and_bad_scales_are_refused():
+    model, spec = tiny()
+    with cachelab.apply(model, "magcache", cfg="batched", num_steps=STEPS, mag_ratios=RATIOS, **MIXED):
+        plain = run(model, spec)
+    with cachelab.apply(model, "magcache", cfg="batched", num_steps=STEPS, mag_ratios=RATIOS, forecast_order=0,
+                        forecast_scale=0.5, **MIXED):
+        assert all(torch.equal(a, b) for a, b in zip(run(model, spec), plain))
+    with cachelab.apply(model, "magcache", cfg="batched", num_steps=STEPS, mag_ratios=RATIOS, forecast_order=1,
+                        **MIXED):
+        assert not all(torch.equal(a, b) for a, b in zip(run(model, spec), plain))
+    with pytest.raises(cachelab.PolicyError, match=r"forecast_scale: Input should be greater than 0 \(got 0"):
+        cachelab.policy_class("magcache")(forecast_scale=0)
+    with pytest.raises(cachelab.PolicyError, match=r"forecast_order: Input should be less than or equal to 2 \(got 3"):
+        cachelab.policy_class("teacache")(forecast_order=3)

@@ -22,12 +22,11 @@ from pydantic import Field
 
 from cachelab.errors import PolicyError
 from cachelab.policies import calibration
-from cachelab.policies.base import PolicyConfig
 from cachelab.policies.registry import register_policy
-from cachelab.policies.stack import StackCache
+from cachelab.policies.stack import StackCache, StackForecastConfig
 
 
-class MagCacheConfig(PolicyConfig):
+class MagCacheConfig(StackForecastConfig):
     threshold: float = Field(
         0.06,
         ge=0,

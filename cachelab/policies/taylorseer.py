@@ -27,14 +27,12 @@ Differences from diffusers, by design:
 
 from __future__ import annotations
 
-import math
-
-import torch
 from pydantic import Field
 
-from cachelab.hooks.history import branch_slice, tree_cat, tree_leaves, tree_map2
+from cachelab.hooks.history import branch_slice, tree_cat
 from cachelab.hooks.sites import SiteRole
 from cachelab.policies.base import Policy, PolicyConfig
+from cachelab.policies.forecast import taylor_factors, taylor_forecast
 from cachelab.policies.registry import register_policy
 
 
@@ -99,28 +97,6 @@ class TaylorSeer(Policy):
         return output
 
 
-def taylor_factors(output, previous: list | None, gap: int, max_order: int) -> list:
-    """The Taylor factors after a full step: ``[F, F', F'', ...]`` from its output and the factors of the full
-    step ``gap`` steps earlier (``previous``; None at the first). Each order is the difference of the order below
-    over ``gap``, so the order grows by one per full step up to ``max_order``. A change of shape (tokens added or
-    dropped between full steps) starts over at order 0, as diffusers does."""
-    factors = [output]
-    if previous is None or _shapes(previous[0]) != _shapes(output):
-        return factors
-    for order in range(min(max_order, len(previous))):
-        factors.append(tree_map2(lambda new, old: (new - old) / gap, factors[order], previous[order]))
-    return factors
-
-
-def taylor_forecast(factors: list, offset: int):
-    """``sum_i factors[i] * offset**i / i!``: the output ``offset`` steps after the full step of ``factors``."""
-    out = factors[0]
-    for order in range(1, len(factors)):
-        coeff = offset**order / math.factorial(order)
-        out = tree_map2(lambda acc, factor: acc + factor * coeff, out, factors[order])
-    return out
-
-
 def _groups(call) -> list[tuple[tuple[str, ...], int | None]]:
     """The call's branches with the step of their last full step (None before the first): all together when
     they share it, else one by one (another policy ran some branches alone, e.g. CFG-Cache's conditional half)."""
@@ -129,7 +105,3 @@ def _groups(call) -> list[tuple[tuple[str, ...], int | None]]:
     if len(set(last)) == 1:
         return [(branches, last[0])]
     return [((b,), s) for b, s in zip(branches, last)]
-
-
-def _shapes(tree) -> list[torch.Size]:
-    return [leaf.shape for leaf in tree_leaves(tree)]

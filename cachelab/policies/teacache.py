@@ -26,13 +26,12 @@ from pydantic import Field, field_validator
 
 from cachelab.errors import PolicyError
 from cachelab.policies import calibration
-from cachelab.policies.base import PolicyConfig
 from cachelab.policies.dbcache import relative_l1
 from cachelab.policies.registry import register_policy
-from cachelab.policies.stack import StackCache, modulated_input
+from cachelab.policies.stack import StackCache, StackForecastConfig, modulated_input
 
 
-class TeaCacheConfig(PolicyConfig):
+class TeaCacheConfig(StackForecastConfig):
     threshold: float = Field(
         0.1,
         ge=0,
