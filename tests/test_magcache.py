@@ -218,3 +218,18 @@ def test_forecast_order_zero_is_the_published_reuse_and_bad_scales_are_refused()
         cachelab.policy_class("magcache")(forecast_scale=0)
     with pytest.raises(cachelab.PolicyError, match=r"forecast_order: Input should be less than or equal to 2 \(got 3"):
         cachelab.policy_class("teacache")(forecast_order=3)
+
+
+def test_forecast_state_is_counted_once_in_the_cache_footprint():
+    """The forecast's factors hold the stored residual itself plus one derivative: the cache needed (state counted
+    whole) equals the storage held, 1.5x plain reuse's here (residual + derivative over residual + block inputs)."""
+    model, spec = tiny()
+    peaks = {}
+    for order in (0, 1):
+        with cachelab.apply(model, "magcache", cfg="batched", num_steps=STEPS, mag_ratios=RATIOS, forecast_order=order,
+                            **MIXED) as handle:
+            handle.runtime.track_cache = True
+            run(model, spec)
+            peaks[order] = handle.runtime.cache_peaks()
+    held, needed = peaks[1]
+    assert held == needed > peaks[0][0] == peaks[0][1]

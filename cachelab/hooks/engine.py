@@ -783,8 +783,9 @@ class Runtime:
 
     def sample_cache(self) -> None:
         """Record the footprint now, and which kept branch slices there are, for :meth:`cache_peaks`."""
-        state = sum(t.numel() * t.element_size() for slot in self.slots.values()
-                    for t in tree_leaves(list(slot.state.values())))
+        # a tensor held under two keys of a controller's state (a residual and the forecast built on it) counts once
+        state = sum({(t.data_ptr(), t.numel()): t.numel() * t.element_size() for slot in self.slots.values()
+                     for t in tree_leaves(list(slot.state.values()))}.values())
         slices = [s for slot in self.slots.values() for s in slot.history.slices()]
         self._cache_samples.append((next(CLOCK), self.cache_bytes(), state, slices))
 
