@@ -81,3 +81,21 @@ def test_readme_ablations_are_valid():
     for s in specs:
         if "arms" in s:
             resolve_arms(AblationSpec(**s))
+
+
+def test_readme_search_commands_parse_and_their_spaces_build():
+    """Every `cachelab search` line parses, and its policies with its --space file make a valid search space (the
+    searches themselves take minutes: tests/test_search.py runs small ones)."""
+    import shlex
+
+    from cachelab.cli import search
+    from cachelab.search.space import build_space
+
+    lines = [line.split("#")[0].strip() for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
+             for line in block.splitlines() if line.startswith("cachelab search")]
+    assert any("--space" in line for line in lines)
+    for line in lines:
+        p = search.make_context("search", shlex.split(line)[2:]).params
+        names = [n for item in p["policy"] for n in item.replace(",", "+").split("+") if n] or ["fastercache"]
+        space = build_space(names, README.parent / p["space"] if p["space"] else None)
+        assert space.params, line

@@ -11,8 +11,10 @@ What a skipped step adds (:class:`StackForecastConfig`, both stack caches take i
 last full step, as the published methods do. With ``forecast_order`` 1 or 2 it adds the Taylor forecast of the
 residual from its divided differences over the last full steps (the series ``taylorseer`` uses per site, here on
 the one residual of the stack), read at ``forecast_scale`` times the steps since the last full step. The residual
-changes smoothly but decelerates late in sampling, where these caches skip most, so a damped forecast (scale
-about 0.7 on tiny-cogvideox) lands closer than the plain series or plain reuse at the same decisions.
+changes smoothly but decelerates late in sampling, where these caches skip most, so the plain series overshoots:
+on tiny-cogvideox, magcache's decisions at 2.76x gave 39.7 dB with plain reuse, 41.9 undamped and 47.4 at scale
+0.7. It is no general gain: teacache at 2.92x there lost 2-3 dB with it, its skips being already far off
+(``benchmarks/results/2026-12-01-h200-magcache-forecast``).
 
 Stacks that fold video axes into the batch (``site.folded``: Latte's spatial blocks see ``(batch * frames,
 tokens, dim)``, its temporal ones ``(batch * tokens, frames, dim)``) are mapped onto the first block's layout.
