@@ -25,20 +25,12 @@ REFUSALS = {
     # a call of one sample crops the text to its valid tokens (its pipeline runs CFG as two calls)
     ("hunyuanvideo-framepack", "fastercache"): r"CFG batched in one call: a call of one sample crops the text",
     # First-Block Cache adds the residual from the first block's output to the last one's: it needs both in one
-    # token layout, which alternating spatial/temporal stacks (Latte) and text joined to the image tokens before
-    # a single-stream stack (AuraFlow, Bria-FIBO, Chroma, Flux2, HiDream) break
+    # token layout, which alternating spatial/temporal stacks (Latte) break (a stack that joins text and image
+    # tokens is split back at its join; teacache and magcache map Latte's folded stacks through Site.folded)
     **{
         (name, policy): rf"{policy}: the last block \(\S+\) returns hidden_states of shape \([\d, ]+\) but the first"
-        for name in ("auraflow", "bria-fibo", "chroma", "flux2", "hidream", "latte")
+        for name in ("latte",)
         for policy in ("fbcache", "dbcache")
-    },
-    # teacache and magcache add the whole stack's residual to the first block's input: text joined to the image
-    # tokens before a single-stream stack leaves no residual of the first block's shape (Latte's folded stacks
-    # are mapped through Site.folded)
-    **{
-        (name, policy): rf"{policy}: the last block \(\S+\) returns hidden_states of shape \([\d, ]+\) but the first"
-        for name in ("auraflow", "bria-fibo", "chroma", "flux2", "hidream")
-        for policy in ("teacache", "magcache")
     },
     # a denoiser that predicts several samples in one call (LTX-2's, Kandinsky 6's and MiniMax-H3's video and audio):
     # CFG-Cache rebuilds, and EasyCache reuses, one sample only, and would return stale values for the others

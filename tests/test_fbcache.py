@@ -157,3 +157,25 @@ def test_refuses_blocks_that_reshape_tokens_between_them():
                                                        r"returns hidden_states of shape \(32, 4, 16\)"):
             run(model, spec)
     assert cachelab.handle_of(model) is None
+
+
+@pytest.mark.parametrize("image_first", [False, True])
+def test_a_joined_stack_splits_the_cached_residual_back_into_the_first_blocks_streams(image_first):
+    """Text joined before (Flux 2) or after (HiDream) the image tokens between the first block and the last: the
+    join is found at the first full step, the last block's joined output is split back into image and text
+    streams, and a skipped step adds each to the first block's output. diffusers' FirstBlockCache raises on Flux 2
+    (a TypeError in its tail hook), so this is checked against the formula."""
+    model = toy_stack.JoinedToy(image_first=image_first).eval()
+    xs = [torch.randn(1, 4, 6) for _ in range(2)]
+    texts = [torch.randn(1, 3, 6) for _ in range(2)]
+    ts = [torch.tensor([900.0]), torch.tensor([880.0])]
+    with torch.no_grad():
+        full = [model(x, e, t) for x, e, t in zip(xs, texts, ts)]
+        heads = [model.double_blocks[0](x, e, 1 + t / 1000)[0] for x, e, t in zip(xs, texts, ts)]
+        with cachelab.apply(model, "fbcache", sites={"block": r"(double|single)_blocks\.\d"}, cfg="off",
+                            threshold=10.0) as handle:
+            out = [model(x, e, t) for x, e, t in zip(xs, texts, ts)]
+            stats = handle.stats()
+    assert stats.computed_steps("single_blocks.1") == [True, False]
+    assert torch.equal(out[0], full[0])
+    torch.testing.assert_close(out[1], heads[1] + (full[0] - heads[0]), rtol=0, atol=0)

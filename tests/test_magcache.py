@@ -233,3 +233,43 @@ def test_forecast_state_is_counted_once_in_the_cache_footprint():
             peaks[order] = handle.runtime.cache_peaks()
     held, needed = peaks[1]
     assert held == needed > peaks[0][0] == peaks[0][1]
+
+
+def test_matches_diffusers_mag_cache_on_a_stack_that_joins_text_and_image():
+    """Flux 2 joins ``[text, image]`` before its single-stream blocks, so the last block's output is longer than the
+    first block's input. Both implementations take the residual over the image tokens (the end of the joined
+    sequence) and add it there at a skipped step: bit-identical outputs and the same skipped calls."""
+    model, spec = toy_stack.tiny_transformer("flux2", layers=2)
+    calls = [(t, "cond_uncond", 2, 0) for t in TIMESTEPS]
+    model.enable_cache(MagCacheConfig(mag_ratios=RATIOS, num_inference_steps=STEPS, **MIXED))
+    try:
+        theirs, their_ran = toy_stack.run_logged(model, spec, calls, context=model.cache_context)
+    finally:
+        model.disable_cache()
+    with cachelab.apply(model, "magcache", cfg="batched", num_steps=STEPS, mag_ratios=RATIOS, **MIXED):
+        ours, our_ran = toy_stack.run_logged(model, spec, calls)
+    assert our_ran == their_ran
+    assert any(their_ran) and not all(their_ran)
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+
+
+@pytest.mark.parametrize("image_first", [False, True])
+@pytest.mark.parametrize("policy", ["magcache", "teacache"])
+def test_a_joined_stack_adds_the_residual_to_the_image_tokens_where_they_are(policy, image_first):
+    """Text joined before (Flux 2) or after (HiDream) the image tokens: the join is found at the first full step,
+    and a skipped step returns the image tokens' new input plus their residual of the last full step."""
+    model = toy_stack.JoinedToy(image_first=image_first).eval()
+    xs = [torch.randn(1, 4, 6) for _ in range(3)]
+    texts = [torch.randn(1, 3, 6) for _ in range(3)]
+    ts = [torch.tensor([900.0]), torch.tensor([880.0]), torch.tensor([860.0])]
+    decisions = dict(mag_ratios=[1.0, 1.05, 1.0], threshold=0.07, retention_ratio=0) if policy == "magcache" else \
+        dict(coefficients=[1.0, 0.0], threshold=10.0, modulated_input="double_blocks.0.image")  # the last step runs
+    with torch.no_grad():
+        full = [model(x, e, t) for x, e, t in zip(xs, texts, ts)]
+        with cachelab.apply(model, policy, sites={"block": r"(double|single)_blocks\.\d"}, cfg="off", num_steps=3,
+                            **decisions) as handle:
+            out = [model(x, e, t) for x, e, t in zip(xs, texts, ts)]
+            stats = handle.stats()
+    assert stats.computed_steps("single_blocks.1") == [True, False, True]
+    assert torch.equal(out[0], full[0]) and torch.equal(out[2], full[2])
+    torch.testing.assert_close(out[1], xs[1] + (full[0] - xs[0]), rtol=0, atol=0)

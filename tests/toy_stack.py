@@ -39,6 +39,42 @@ class Toy(nn.Module):
         return hidden_states if self.scale == 1 else self.scale * hidden_states
 
 
+class DoubleBlock(nn.Module):
+    """Updates the image and the text stream separately (a joint block without the joint attention)."""
+
+    def __init__(self, dim=6):
+        super().__init__()
+        self.image, self.text = nn.Linear(dim, dim), nn.Linear(dim, dim)
+
+    def forward(self, hidden_states, encoder_hidden_states, temb):
+        scale = temb[:, None, None]
+        return (hidden_states + torch.tanh(self.image(hidden_states)) * scale,
+                encoder_hidden_states + torch.tanh(self.text(encoder_hidden_states)) * scale)
+
+
+class JoinedToy(nn.Module):
+    """Two double-stream blocks, then two single-stream blocks on the joined sequence ``[text, image]`` (Flux 2) or
+    ``[image, text]`` (HiDream); the output is the image tokens of the last block's output."""
+
+    def __init__(self, image_first=False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.image_first = image_first
+        self.double_blocks = nn.ModuleList(DoubleBlock() for _ in range(2))
+        self.single_blocks = nn.ModuleList(Block() for _ in range(2))
+
+    def forward(self, hidden_states, encoder_hidden_states, timestep):
+        temb = 1 + timestep / 1000
+        for block in self.double_blocks:
+            hidden_states, encoder_hidden_states = block(hidden_states, encoder_hidden_states, temb)
+        n = hidden_states.shape[1]
+        parts = [hidden_states, encoder_hidden_states] if self.image_first else [encoder_hidden_states, hidden_states]
+        joined = torch.cat(parts, dim=1)
+        for block in self.single_blocks:
+            joined = block(joined, temb)
+        return joined[:, :n] if self.image_first else joined[:, -n:]
+
+
 def tiny_transformer(name="cogvideox", layers=3):
     """A tiny diffusers transformer of the coverage table with ``layers`` blocks, and its spec (inputs)."""
     import dataclasses

@@ -11,6 +11,12 @@ always compute, as does a step after ``max_cached_steps`` cached steps of the ge
 ``max_continuous_cached_steps`` cached steps in a row. First-Block Cache (``fbcache``) is this policy with
 ``fn=1, bn=0``, no warm-up and no caps.
 
+A model that joins text and image tokens into one sequence between the deciding block and the last skipped one
+(Flux 2, Chroma, AuraFlow, HiDream, Bria FIBO: single-stream blocks after double-stream ones) is found at the first
+full step (:func:`~cachelab.policies.streams.joined_at`); the last skipped block's joined output is split back into
+image and text tokens, whose residuals over the deciding block's two streams a skipped step adds before the join.
+(diffusers' FirstBlockCache raises on Flux 2.)
+
 One decision per step and per call's branches: a batched ``[uncond, cond]`` call decides once for both (as
 cache-dit does with ``enable_separate_cfg=False``), two calls per step decide per branch, with their own
 references and counts (cache-dit's separate-CFG buffers with ``cfg_diff_compute_separate=True``). ``stats()``
@@ -34,7 +40,8 @@ from pydantic import Field
 from cachelab.errors import PolicyError
 from cachelab.policies.base import Policy, PolicyConfig, require_sites
 from cachelab.policies.registry import register_policy
-from cachelab.policies.streams import block_input, mean_abs, passthrough, rebuild_streams, split_streams, stream_names
+from cachelab.policies.streams import (block_input, image_tokens, joined_at, mean_abs, passthrough, rebuild_streams,
+                                      split_streams, stream_names, text_tokens)
 
 
 class DualBlockCacheConfig(PolicyConfig):
@@ -119,6 +126,8 @@ class DualBlockCache(Policy):
             self._parts.update({s.key: "back" for s in stack[len(stack) - bn :]})
             self._parts[stack[fn - 1].key], self._parts[middle[-1].key] = "head", "tail"
             self._heads[denoiser], self._first[denoiser] = stack[fn - 1], stack[0]
+        #: per denoiser, once its first full step has run: where a joined sequence holds the image tokens, or None
+        self._joined: dict[str, str | None] = {}
         return blocks
 
     def forward(self, site, call):
@@ -129,19 +138,40 @@ class DualBlockCache(Policy):
         if site is self._first[site.denoiser]:
             shared["front_input"] = self._input(site, call, "hidden_states")
         if part == "head":
-            return self._head(site, call, shared)
+            output = self._head(site, call, shared)
+            if site.denoiser not in self._joined and not shared["skip"]:
+                shared["previous"] = shared["head_out"]
+            return output
         if part in ("front", "back"):
             return call.defer()
         if shared.get("step") == call.ctx.step and shared.get("skip", False):
             return passthrough(self.name, site, call, shared["names"][site.key])
+        finding = site.denoiser not in self._joined
+        if finding and shared.get("joined") is None:
+            shared["joined"] = joined_at(site, call, shared["head_out"]["hidden_states"], shared.get("previous"))
         output = call.run()
         names = shared.setdefault("names", {})[site.key] = self._names(site, call, output)
         shared.setdefault("shapes", {})[site.key] = split_streams(output, names)["hidden_states"].shape
+        if finding:
+            shared["previous"] = split_streams(output, names)
         if part == "tail":
+            if finding:
+                self._joined[site.denoiser] = shared.pop("joined", None)
+                shared.pop("previous", None)
             self._check_layout(site, shared)
-            tail = split_streams(output, names)
-            shared["tail_residual"] = {n: tail[n] - h for n, h in shared["head_out"].items() if tail.get(n) is not None}
+            shared["tail_residual"] = self._tail_residual(site, split_streams(output, names), shared["head_out"])
         return output
+
+    def _tail_residual(self, tail, streams: dict, head_out: dict) -> dict:
+        """What the skipped blocks added to each stream of the head's output. Where the model joined text and image
+        tokens in between, the tail's joined output is split back into the head's streams (the text tokens count
+        for ``encoder_hidden_states`` when they are as many), so a skipped step adds both before the join."""
+        joined, image = self._joined.get(tail.denoiser), streams["hidden_states"]
+        if joined and image.shape != head_out["hidden_states"].shape:
+            n = head_out["hidden_states"].shape[1]
+            streams = {"hidden_states": image_tokens(image, joined, n), "encoder_hidden_states": text_tokens(image, joined, n)}
+        return {n: streams[n] - h for n, h in head_out.items()
+                if streams.get(n) is not None and streams[n].shape == h.shape}
 
     def _head(self, site, call, shared):
         output = call.run()
@@ -176,8 +206,12 @@ class DualBlockCache(Policy):
     def _check_layout(self, tail, shared) -> None:
         head_shape = shared["head_out"]["hidden_states"].shape
         skipped = [k for k, part in self._parts.items() if part in ("middle", "tail") and k in shared["shapes"]]
+        joined = self._joined.get(tail.denoiser) is not None
         for key in [tail.key] + skipped:  # the tail first: fbcache's refusal names it
-            if shared["shapes"][key] != head_shape:
+            shape = shared["shapes"][key]
+            if joined and (shape[0], shape[-1]) == (head_shape[0], head_shape[-1]) and len(shape) == 3:
+                continue  # a block on the joined sequence
+            if shape != head_shape:
                 raise PolicyError(
                     f"{self.name}: {self._describe(key)} ({key}) returns hidden_states of shape "
                     f"{tuple(shared['shapes'][key])} but {self._describe('head')} {tuple(head_shape)}, so no "

@@ -16,6 +16,14 @@ on tiny-cogvideox, magcache's decisions at 2.76x gave 39.7 dB with plain reuse, 
 0.7. It is no general gain: teacache at 2.92x there lost 2-3 dB with it, its skips being already far off
 (``benchmarks/results/2026-12-01-h200-magcache-forecast``).
 
+Stacks that join the text and image tokens into one sequence part-way (Flux 2, Chroma, AuraFlow, HiDream, Bria
+Fibo: double-stream blocks, then single-stream blocks on ``cat([text, image])`` or ``cat([image, text])``) are
+found at the first full step: the first block whose ``hidden_states`` is longer than the first block's, and holds the
+previous block's ``hidden_states`` at its start or end. The residual is then taken over the image tokens, as
+diffusers' MagCache does; at a skipped step the last block returns its joined input with the image tokens replaced
+by the first block's new input plus that residual, and the text tokens pass through (these models drop them after
+the stack).
+
 Stacks that fold video axes into the batch (``site.folded``: Latte's spatial blocks see ``(batch * frames,
 tokens, dim)``, its temporal ones ``(batch * tokens, frames, dim)``) are mapped onto the first block's layout.
 """
@@ -30,7 +38,8 @@ from pydantic import Field
 from cachelab.errors import PolicyError
 from cachelab.policies.base import Policy, PolicyConfig, require_sites
 from cachelab.policies.forecast import taylor_factors, taylor_forecast
-from cachelab.policies.streams import block_input, passthrough, split_streams, stream_names
+from cachelab.policies.streams import (block_input, image_tokens, joined_at, passthrough, split_streams,
+                                      stream_names, text_tokens)
 
 
 class StackForecastConfig(PolicyConfig):
@@ -74,6 +83,9 @@ class StackCache(Policy):
                     "of one stack with sites={'block': regex}."
                 )
             self._heads[denoiser], self._tails[denoiser] = head, tail
+        #: per denoiser, once its first full step has run: where its stack's joined sequence holds the image
+        #: tokens ("first" or "last"), None if it joins nothing
+        self._joined: dict[str, str | None] = {}
         return blocks
 
     def decide(self, site, call, state: dict) -> bool:
@@ -95,18 +107,28 @@ class StackCache(Policy):
             if site is tail:
                 return self._rebuilt(site, call, state)
             return passthrough(self.name, site, call, names[site.key])
+        if site is not head and site.denoiser not in self._joined and state.get("joined") is None:
+            state["joined"] = joined_at(site, call, state["inputs"]["hidden_states"], state.get("previous"))
         return call.defer(then=lambda output: self._ran(site, call, state, output, tail))
 
     def _ran(self, site, call, state, output, tail):
         names = state["names"][site.key] = stream_names(self.name, site, call, output)
+        if site.denoiser not in self._joined:  # the join is still to be found: the next block compares with this
+            state["previous"] = split_streams(output, names)
         if site is tail:
             head = self._heads[site.denoiser]
+            if site.denoiser not in self._joined:
+                self._joined[site.denoiser] = state.pop("joined", None)
+                state.pop("previous", None)
+            joined = self._joined[site.denoiser]
             inputs, batch = state["inputs"], _samples(call)
             residual = {}
             for name, out in split_streams(output, names).items():
                 if out is None or name not in inputs:
                     continue
                 out = _relayout(out, site.folded, head.folded, batch)
+                if joined and name == "hidden_states" and out.shape != inputs[name].shape:
+                    out = image_tokens(out, joined, inputs[name].shape[1])
                 if out.shape != inputs[name].shape:
                     raise PolicyError(
                         f"{self.name}: the last block ({site.key}) returns {name} of shape {tuple(out.shape)} but the "
@@ -139,10 +161,18 @@ class StackCache(Policy):
             offset = self.config.forecast_scale * (call.ctx.step - state["full_step"])
             residual = taylor_forecast(state["factors"], offset)
 
+        joined = self._joined.get(tail.denoiser)
+
         def stream(name):
             if name not in residual:
                 return block_input(self.name, tail, call, name)
-            return _relayout(inputs[name] + residual[name], head.folded, tail.folded, batch)
+            image = inputs[name] + residual[name]
+            if joined and name == "hidden_states":
+                whole = block_input(self.name, tail, call, name)
+                if whole.shape != image.shape:  # the joined input with the image tokens replaced
+                    text = text_tokens(whole, joined, image.shape[1])
+                    return torch.cat([text, image] if joined == "last" else [image, text], 1)
+            return _relayout(image, head.folded, tail.folded, batch)
 
         names = state["names"][tail.key]
         if names is None:

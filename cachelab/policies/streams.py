@@ -86,6 +86,37 @@ def passthrough(policy: str, site, call, names: tuple[str, ...] | None):
     return tuple(block_input(policy, site, call, n) if n else None for n in names)
 
 
+def joined_at(site, call, first: torch.Tensor, previous: dict | None) -> str | None:
+    """Where this block's ``hidden_states`` holds the image tokens ("first" or "last") if the model joined text and
+    image tokens into one sequence just before it (Flux 2, Chroma, AuraFlow: ``[text, image]``; HiDream: ``[image,
+    text]``), else None: it is longer than ``first`` (a block input before the join) and holds ``previous["hidden_states"]``
+    (the previous block's output streams, this step) at one end. Found at a full step, where those values are exact."""
+    x = call.argument("hidden_states")
+    if x is None and call.args:
+        x = call.args[0]
+    image = (previous or {}).get("hidden_states")
+    if not isinstance(x, torch.Tensor) or not isinstance(image, torch.Tensor) or site.folded or x.ndim != 3:
+        return None
+    n = first.shape[1]
+    if x.shape[0] != first.shape[0] or x.shape[2] != first.shape[2] or x.shape[1] <= n or image.shape != first.shape:
+        return None
+    if torch.equal(x[:, -n:], image):
+        return "last"
+    if torch.equal(x[:, :n], image):
+        return "first"
+    return None
+
+
+def image_tokens(x: torch.Tensor, joined: str, n: int) -> torch.Tensor:
+    """The ``n`` image tokens of a joined sequence (see :func:`joined_at`)."""
+    return x[:, -n:] if joined == "last" else x[:, :n]
+
+
+def text_tokens(x: torch.Tensor, joined: str, n: int) -> torch.Tensor:
+    """The tokens of a joined sequence other than its ``n`` image tokens."""
+    return x[:, :-n] if joined == "last" else x[:, n:]
+
+
 def mean_abs(runtime, *tensors: torch.Tensor) -> list[torch.Tensor]:
     """``mean|t|`` of each tensor as 0-d tensors, over the whole sequence under context parallelism: the sums and
     element counts of every rank are added in one all-reduce, which gives the mean of a sharded tensor and leaves
