@@ -93,3 +93,36 @@ def test_compiled_model_without_a_cache_has_no_breaks_and_hooks_leave_no_trace(c
     assert torch.equal(generate(model, inputs), reference)
     assert break_reasons() == []
     dynamo.reset()
+
+
+@pytest.mark.parametrize("how", ["whole", "regional"])
+def test_static_policies_decide_at_the_denoisers_entry_once_compiled(cogvideox, how, monkeypatch):
+    """Under torch.compile, the calls of a static policy whose reused values come from stored ones alone are
+    decided at the denoiser's entry, so a compiled region has no graph break at their sites: the per-site decision
+    (``_decide``, kept outside graphs) never runs, in the first generation or later ones. A policy that reads the
+    call's inputs to reuse (Δ-DiT adds its cached deviation to them) still decides at the site."""
+    from cachelab.hooks import engine
+
+    spec, inputs = cogvideox
+    decided = []
+    original = engine._SiteHook._decide
+    def counting(self, *args):
+        if self.runtime.flop_counter is None:  # not the first call's MAC-counting pass, which runs eagerly
+            decided.append(self)
+        return original(self, *args)
+
+    monkeypatch.setattr(engine._SiteHook, "_decide", counting)
+    for policy, expect_site_decisions in (("pab", False), ("fastercache", False), ("delta_dit", True)):
+        model = spec.build()
+        with cachelab.apply(model, policy, num_steps=STEPS, **POLICIES[policy]) as handle:
+            compile_model(model, how)
+            dynamo.reset()
+            counters.clear()
+            decided.clear()
+            generate(model, inputs)
+            generate(model, inputs)
+            assert bool(decided) == expect_site_decisions, policy
+            if not expect_site_decisions:
+                assert not any("_decide" in reason for reason in break_reasons()), policy
+            assert handle.stats().computed_fraction < 1.0
+        dynamo.reset()

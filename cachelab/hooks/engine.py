@@ -218,8 +218,9 @@ def _parameter_positions(fn: Callable) -> dict[str, int]:
     }
 
 
-# What a hook does with one call; decided outside any compiled graph (see ``_SiteHook``).
-_RUN, _DEFERRED, _REUSE, _EAGER, _PASS = range(5)
+# What a hook does with one call; decided outside any compiled graph (see ``_SiteHook``). _STORE: run and keep the
+# output (a prepared decision only).
+_RUN, _DEFERRED, _REUSE, _EAGER, _PASS, _STORE = range(6)
 
 
 class _OutsideGraphs:
@@ -248,6 +249,11 @@ def _dynamo_watching() -> bool:
     return _eval_frame_callback is None or _eval_frame_callback() not in (None, False)
 
 
+def _is_compiled(module: nn.Module) -> bool:
+    """Whether ``module`` runs compiled: ``module.compile()`` or a ``torch.compile`` wrapper in its place."""
+    return getattr(module, "_compiled_call_impl", None) is not None or type(module).__name__ == "OptimizedModule"
+
+
 def _begin_deferred(runtime: "Runtime", call: Call, deferred: Deferred) -> None:
     """Before the runtime runs a deferred forward: sites inside it see the branches it holds."""
     if deferred.branches != call.ctx.branches:
@@ -274,10 +280,34 @@ class _SiteHook(_OutsideGraphs, ModuleHook):
         self.runtime = runtime
         self.slot = slot
         self.full_control = getattr(slot.controller, "full_control", True)
+        #: whether the decision of each call can be prepared at the denoiser's entry (see Runtime.prepare_sites):
+        #: a static controller that follows its plan and builds reused values from stored ones alone
+        self.preparable = (getattr(slot.controller, "static", False) and not self.full_control
+                           and not getattr(slot.controller, "reads_inputs", True))
+        #: the prepared decision of the running denoiser call: (_RUN | _STORE | _REUSE, reused value), or None
+        self.prepared: tuple[int, Any] | None = None
+        self.prepared_call: Call | None = None
+        self.stored: Any = None  # the output of a prepared _STORE call
+        self.hit = False  # whether the site ran (or was reused) under its prepared decision
         self._pending: tuple[Call, Deferred] | None = None
         self._bookkeeping(decide=self._decide, finish=self._finish, abandon=self._abandon, eager=self._eager)
 
     def new_forward(self, module, original, args, kwargs):
+        prepared = self.prepared
+        if prepared is not None:
+            # decided at the denoiser's entry: dynamo reads the mode as a constant (one graph per kind of
+            # decision) and traces the site's computation with no break; the runtime keeps what it stored after
+            # the denoiser call
+            self.hit = True
+            mode, value = prepared
+            if mode == _REUSE:
+                return value
+            output = original(*args, **kwargs)
+            if mode == _STORE:
+                self.stored = output
+            return output
+        if torch.compiler.is_compiling():
+            self.runtime.compiled = True  # from the next denoiser call on, decisions of such sites are prepared
         methods = self._methods()
         mode, payload = methods["decide"](original, args, kwargs)
         if mode == _RUN:
@@ -413,6 +443,8 @@ class _DenoiserHook(_OutsideGraphs, ModuleHook):
         return None
 
     def new_forward(self, module, original, args, kwargs):
+        if torch.compiler.is_compiling():
+            self.runtime.compiled = True  # the whole denoiser is traced: prepare its sites' decisions at entry
         methods = self._methods()
         mode, payload = methods["enter"](original, args, kwargs)
         if mode == _PASS:
@@ -454,18 +486,21 @@ class _DenoiserHook(_OutsideGraphs, ModuleHook):
             self._measure(original, args, kwargs, ctx, signature)
         runtime.use_profile(self.site, signature)
         if self.slot is None:
+            runtime.prepare_sites(self.site.denoiser)
             return _RUN, None
         call = Call(self.site, ctx, original, args, kwargs, runtime, self.slot)
         result = self.slot.controller.forward(self.site, call)
         if isinstance(result, Deferred):
             _begin_deferred(runtime, call, result)
             self._pending = (call, result)
+            runtime.prepare_sites(self.site.denoiser)
             return _DEFERRED, result
         runtime.count(self.site, call)
         self._exit()
         return _REUSE, result
 
     def _finish(self, output):
+        self.runtime.settle_sites(self.site.denoiser)
         pending, self._pending = self._pending, None
         if pending is not None:
             call, deferred = pending
@@ -476,6 +511,7 @@ class _DenoiserHook(_OutsideGraphs, ModuleHook):
 
     def _exit(self) -> None:
         runtime = self.runtime
+        runtime.drop_prepared(self.site.denoiser)  # after an exception: nothing of this call is kept
         runtime.ctx = None
         self._pending = None
         if runtime.track_cache:
@@ -600,6 +636,10 @@ class Runtime:
         self._attached: list[tuple[nn.Module, str]] = []  # (module, hook name), in attach order
         self._denoiser_sites: dict[str, Site] = {}
         self._pre_hooks: list = []
+        #: set when dynamo traces a site hook; from then on the decisions of preparable sites are made at the
+        #: denoiser's entry, so compiled regions need no graph break at those sites
+        self.compiled = False
+        self._preparable: dict[str, list[_SiteHook]] = {}
         for site, controller in assignments:
             self.slots[site.key] = _SiteSlot(site, controller, site.module.forward)
         try:
@@ -618,8 +658,11 @@ class Runtime:
             for site in self.sites:
                 if site.role != "denoiser":
                     name = f"cachelab:{site.key}"
-                    attach(site.module, _SiteHook(self, self.slots[site.key]), name)
+                    hook = _SiteHook(self, self.slots[site.key])
+                    attach(site.module, hook, name)
                     self._attached.append((site.module, name))
+                    if hook.preparable:
+                        self._preparable.setdefault(site.denoiser, []).append(hook)
         except Exception:
             self.detach()
             raise
@@ -673,6 +716,8 @@ class Runtime:
                 self.tracker.align(first_timestep, index)
         self.record = GenerationRecord(generation=self.tracker.generation, num_steps=self.tracker.num_steps)
         self.records.append(self.record)
+        if not self.compiled:  # blocks compiled on their own (regional compile): prepare decisions from the start
+            self.compiled = any(_is_compiled(m) for site in self._denoiser_sites.values() for m in site.module.modules())
         num_steps = self.tracker.num_steps
         contexts = plan_contexts(num_steps, self.tracker.schedule) if num_steps else None
         for slot in self.slots.values():
@@ -717,6 +762,45 @@ class Runtime:
         return tensor if dim is None else self.parallel.gather(tensor, dim)
 
     # -- counting ----------------------------------------------------------------------------------------------
+    # -- decisions prepared at the denoiser's entry (compiled models) --------------------------------------------
+    def prepare_sites(self, denoiser: str) -> None:
+        """Once a compiled region holds hooked sites: decide now, for this denoiser call, what each preparable site
+        does (what ``Policy.forward`` would decide at the site: compute, compute and store, or reuse a value built
+        from stored ones), so that the site's hook only reads the decision."""
+        if not self.compiled or self.flop_counter is not None:
+            return
+        ctx = self.ctx
+        for hook in self._preparable.get(denoiser, ()):
+            slot = hook.slot
+            if slot.last_use is not None and ctx.step > slot.last_use and slot.history.depth:
+                slot.history.clear()  # nothing reads it any more in this generation
+            call = Call(slot.site, ctx, None, (), {}, self, slot)
+            if call.should_compute():
+                hook.prepared = (_STORE if call.should_store() else _RUN, None)
+            else:
+                hook.prepared = (_REUSE, slot.controller.reuse(slot.site, call, call.cached()))
+            hook.prepared_call, hook.stored, hook.hit = call, None, False
+
+    def settle_sites(self, denoiser: str) -> None:
+        """After the denoiser call: store what prepared sites computed, count what they did, clear the decisions."""
+        for hook in self._preparable.get(denoiser, ()):
+            if hook.prepared is None:
+                continue
+            mode, call = hook.prepared[0], hook.prepared_call
+            if hook.hit:
+                if mode != _REUSE:
+                    call.computed_branches = call.ctx.branches
+                if mode == _STORE and hook.stored is not None:
+                    call.store(hook.slot.controller.remember(hook.slot.site, call, hook.stored))
+                self.count(hook.slot.site, call)
+            hook.prepared = hook.prepared_call = hook.stored = None
+            hook.hit = False
+
+    def drop_prepared(self, denoiser: str) -> None:
+        for hook in self._preparable.get(denoiser, ()):
+            hook.prepared = hook.prepared_call = hook.stored = None
+            hook.hit = False
+
     def count(self, site: Site, call: Call) -> None:
         ctx = call.ctx
         computed = len(call.computed_branches) * ctx.branch_size

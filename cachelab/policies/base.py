@@ -44,6 +44,9 @@ class Policy:
         static: whether :meth:`compute_at` depends on the step context only (plans are then built ahead).
         steps_bound: whether the policy's values hold for one number of steps (a calibration per step count), so
             a warm-up generation must run the real number of steps.
+        reads_inputs: whether :meth:`reuse` or :meth:`remember` read the call's inputs. Under ``torch.compile`` the
+            engine decides the calls of a static policy that does not at the denoiser's entry, so compiled regions
+            need no graph break at its sites.
         reduces_across_ranks: whether a data-dependent policy (``static`` False) reads its data through
             ``call.runtime.reduce_sum`` (or :func:`~cachelab.policies.streams.mean_abs`), so that it decides alike on
             every rank under context parallelism; without it such a policy is refused on a sharded model.
@@ -54,6 +57,7 @@ class Policy:
     history: int = 1
     static: bool = True
     steps_bound: bool = False
+    reads_inputs: bool = False
     reduces_across_ranks: bool = False
 
     def __init__(self, config: PolicyConfig | dict | None = None, **params: Any):

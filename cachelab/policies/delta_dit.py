@@ -100,6 +100,8 @@ class DeltaDit(Policy):
             return site.layer < layers - span  # outline stage: the rear (detail) span is cached
         return site.layer >= span  # detail stage: the front (outline) span is cached
 
+    reads_inputs = True  # it stores and adds the deviation from the block's inputs
+
     def remember(self, site, call, output):
         return tree_map2(torch.sub, output, block_inputs(site, call, output))
 
