@@ -96,6 +96,5 @@ def test_readme_search_commands_parse_and_their_spaces_build():
     assert any("--space" in line for line in lines)
     for line in lines:
         p = search.make_context("search", shlex.split(line)[2:]).params
-        names = [n for item in p["policy"] for n in item.replace(",", "+").split("+") if n] or ["fastercache"]
-        space = build_space(names, README.parent / p["space"] if p["space"] else None)
+        space = build_space("+".join(p["policy"]) or "fastercache", README.parent / p["space"] if p["space"] else None)
         assert space.params, line

@@ -167,6 +167,11 @@ class _SiteSlot:
         self.keep: list[bool] | None = None  # store the computed value? per step
         self.last_use: int | None = None  # last step that reads stored values
 
+    def drop_unread(self, step: int) -> None:
+        """Clear the stored values once no step of this generation reads them any more."""
+        if self.last_use is not None and step > self.last_use and self.history.depth:
+            self.history.clear()
+
     def plan_says_compute(self, ctx: StepContext) -> bool:
         if self.plan is not None and ctx.step < len(self.plan):
             return self.plan[ctx.step]
@@ -284,13 +289,16 @@ class _SiteHook(_OutsideGraphs, ModuleHook):
         #: a static controller that follows its plan and builds reused values from stored ones alone
         self.preparable = (getattr(slot.controller, "static", False) and not self.full_control
                            and not getattr(slot.controller, "reads_inputs", True))
+        self.clear_prepared()
+        self._pending: tuple[Call, Deferred] | None = None
+        self._bookkeeping(decide=self._decide, finish=self._finish, abandon=self._abandon, eager=self._eager)
+
+    def clear_prepared(self) -> None:
         #: the prepared decision of the running denoiser call: (_RUN | _STORE | _REUSE, reused value), or None
         self.prepared: tuple[int, Any] | None = None
         self.prepared_call: Call | None = None
         self.stored: Any = None  # the output of a prepared _STORE call
         self.hit = False  # whether the site ran (or was reused) under its prepared decision
-        self._pending: tuple[Call, Deferred] | None = None
-        self._bookkeeping(decide=self._decide, finish=self._finish, abandon=self._abandon, eager=self._eager)
 
     def new_forward(self, module, original, args, kwargs):
         prepared = self.prepared
@@ -330,8 +338,7 @@ class _SiteHook(_OutsideGraphs, ModuleHook):
             return _RUN, None
         slot = self.slot
         step = ctx.step
-        if slot.last_use is not None and step > slot.last_use and slot.history.depth:
-            slot.history.clear()  # nothing reads it any more in this generation
+        slot.drop_unread(step)
         if runtime.flop_counter is not None:  # the denoiser's measuring pass: run, count, touch no state
             return _EAGER, None
         plan = slot.plan
@@ -500,7 +507,7 @@ class _DenoiserHook(_OutsideGraphs, ModuleHook):
         return _REUSE, result
 
     def _finish(self, output):
-        self.runtime.settle_sites(self.site.denoiser)
+        self.runtime.settle_sites()
         pending, self._pending = self._pending, None
         if pending is not None:
             call, deferred = pending
@@ -511,7 +518,7 @@ class _DenoiserHook(_OutsideGraphs, ModuleHook):
 
     def _exit(self) -> None:
         runtime = self.runtime
-        runtime.drop_prepared(self.site.denoiser)  # after an exception: nothing of this call is kept
+        runtime.drop_prepared()  # after an exception: nothing of this call is kept (else settled already)
         runtime.ctx = None
         self._pending = None
         if runtime.track_cache:
@@ -640,6 +647,7 @@ class Runtime:
         #: denoiser's entry, so compiled regions need no graph break at those sites
         self.compiled = False
         self._preparable: dict[str, list[_SiteHook]] = {}
+        self._prepared: list[_SiteHook] = []  # the hooks holding a decision for the running denoiser call
         for site, controller in assignments:
             self.slots[site.key] = _SiteSlot(site, controller, site.module.forward)
         try:
@@ -761,7 +769,6 @@ class Runtime:
         dim = self.parallel.input_split_dim(name, tensor)
         return tensor if dim is None else self.parallel.gather(tensor, dim)
 
-    # -- counting ----------------------------------------------------------------------------------------------
     # -- decisions prepared at the denoiser's entry (compiled models) --------------------------------------------
     def prepare_sites(self, denoiser: str) -> None:
         """Once a compiled region holds hooked sites: decide now, for this denoiser call, what each preparable site
@@ -772,20 +779,18 @@ class Runtime:
         ctx = self.ctx
         for hook in self._preparable.get(denoiser, ()):
             slot = hook.slot
-            if slot.last_use is not None and ctx.step > slot.last_use and slot.history.depth:
-                slot.history.clear()  # nothing reads it any more in this generation
+            slot.drop_unread(ctx.step)
             call = Call(slot.site, ctx, None, (), {}, self, slot)
             if call.should_compute():
                 hook.prepared = (_STORE if call.should_store() else _RUN, None)
             else:
                 hook.prepared = (_REUSE, slot.controller.reuse(slot.site, call, call.cached()))
-            hook.prepared_call, hook.stored, hook.hit = call, None, False
+            hook.prepared_call = call
+            self._prepared.append(hook)
 
-    def settle_sites(self, denoiser: str) -> None:
+    def settle_sites(self) -> None:
         """After the denoiser call: store what prepared sites computed, count what they did, clear the decisions."""
-        for hook in self._preparable.get(denoiser, ()):
-            if hook.prepared is None:
-                continue
+        for hook in self._prepared:
             mode, call = hook.prepared[0], hook.prepared_call
             if hook.hit:
                 if mode != _REUSE:
@@ -793,14 +798,15 @@ class Runtime:
                 if mode == _STORE and hook.stored is not None:
                     call.store(hook.slot.controller.remember(hook.slot.site, call, hook.stored))
                 self.count(hook.slot.site, call)
-            hook.prepared = hook.prepared_call = hook.stored = None
-            hook.hit = False
+        self.drop_prepared()
 
-    def drop_prepared(self, denoiser: str) -> None:
-        for hook in self._preparable.get(denoiser, ()):
-            hook.prepared = hook.prepared_call = hook.stored = None
-            hook.hit = False
+    def drop_prepared(self) -> None:
+        """Clear the decisions prepared for the running denoiser call (after it, or after an exception in it)."""
+        for hook in self._prepared:
+            hook.clear_prepared()
+        self._prepared.clear()
 
+    # -- counting ----------------------------------------------------------------------------------------------
     def count(self, site: Site, call: Call) -> None:
         ctx = call.ctx
         computed = len(call.computed_branches) * ctx.branch_size

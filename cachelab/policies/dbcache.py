@@ -40,7 +40,7 @@ from pydantic import Field
 from cachelab.errors import PolicyError
 from cachelab.policies.base import Policy, PolicyConfig, require_sites
 from cachelab.policies.registry import register_policy
-from cachelab.policies.streams import (block_input, image_tokens, joined_at, mean_abs, passthrough, rebuild_streams,
+from cachelab.policies.streams import (JoinFinder, block_input, image_tokens, mean_abs, passthrough, rebuild_streams,
                                       split_streams, stream_names, text_tokens)
 
 
@@ -126,8 +126,7 @@ class DualBlockCache(Policy):
             self._parts.update({s.key: "back" for s in stack[len(stack) - bn :]})
             self._parts[stack[fn - 1].key], self._parts[middle[-1].key] = "head", "tail"
             self._heads[denoiser], self._first[denoiser] = stack[fn - 1], stack[0]
-        #: per denoiser, once its first full step has run: where a joined sequence holds the image tokens, or None
-        self._joined: dict[str, str | None] = {}
+        self._join = JoinFinder()
         return blocks
 
     def forward(self, site, call):
@@ -139,34 +138,30 @@ class DualBlockCache(Policy):
             shared["front_input"] = self._input(site, call, "hidden_states")
         if part == "head":
             output = self._head(site, call, shared)
-            if site.denoiser not in self._joined and not shared["skip"]:
-                shared["previous"] = shared["head_out"]
+            if not shared["skip"]:
+                self._join.ran(site, shared["head_out"], shared)
             return output
         if part in ("front", "back"):
             return call.defer()
         if shared.get("step") == call.ctx.step and shared.get("skip", False):
             return passthrough(self.name, site, call, shared["names"][site.key])
-        finding = site.denoiser not in self._joined
-        if finding and shared.get("joined") is None:
-            shared["joined"] = joined_at(site, call, shared["head_out"]["hidden_states"], shared.get("previous"))
+        self._join.check(site, call, shared["head_out"]["hidden_states"], shared)
         output = call.run()
         names = shared.setdefault("names", {})[site.key] = self._names(site, call, output)
-        shared.setdefault("shapes", {})[site.key] = split_streams(output, names)["hidden_states"].shape
-        if finding:
-            shared["previous"] = split_streams(output, names)
+        streams = split_streams(output, names)
+        shared.setdefault("shapes", {})[site.key] = streams["hidden_states"].shape
+        self._join.ran(site, streams, shared)
         if part == "tail":
-            if finding:
-                self._joined[site.denoiser] = shared.pop("joined", None)
-                shared.pop("previous", None)
+            self._join.done(site.denoiser, shared)
             self._check_layout(site, shared)
-            shared["tail_residual"] = self._tail_residual(site, split_streams(output, names), shared["head_out"])
+            shared["tail_residual"] = self._tail_residual(site, streams, shared["head_out"])
         return output
 
     def _tail_residual(self, tail, streams: dict, head_out: dict) -> dict:
         """What the skipped blocks added to each stream of the head's output. Where the model joined text and image
         tokens in between, the tail's joined output is split back into the head's streams (the text tokens count
         for ``encoder_hidden_states`` when they are as many), so a skipped step adds both before the join."""
-        joined, image = self._joined.get(tail.denoiser), streams["hidden_states"]
+        joined, image = self._join.get(tail.denoiser), streams["hidden_states"]
         if joined and image.shape != head_out["hidden_states"].shape:
             n = head_out["hidden_states"].shape[1]
             streams = {"hidden_states": image_tokens(image, joined, n), "encoder_hidden_states": text_tokens(image, joined, n)}
@@ -206,7 +201,7 @@ class DualBlockCache(Policy):
     def _check_layout(self, tail, shared) -> None:
         head_shape = shared["head_out"]["hidden_states"].shape
         skipped = [k for k, part in self._parts.items() if part in ("middle", "tail") and k in shared["shapes"]]
-        joined = self._joined.get(tail.denoiser) is not None
+        joined = self._join.get(tail.denoiser) is not None
         for key in [tail.key] + skipped:  # the tail first: fbcache's refusal names it
             shape = shared["shapes"][key]
             if joined and (shape[0], shape[-1]) == (head_shape[0], head_shape[-1]) and len(shape) == 3:

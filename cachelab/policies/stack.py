@@ -38,7 +38,7 @@ from pydantic import Field
 from cachelab.errors import PolicyError
 from cachelab.policies.base import Policy, PolicyConfig, require_sites
 from cachelab.policies.forecast import taylor_factors, taylor_forecast
-from cachelab.policies.streams import (block_input, image_tokens, joined_at, passthrough, split_streams,
+from cachelab.policies.streams import (JoinFinder, block_input, image_tokens, passthrough, split_streams,
                                       stream_names, text_tokens)
 
 
@@ -83,9 +83,7 @@ class StackCache(Policy):
                     "of one stack with sites={'block': regex}."
                 )
             self._heads[denoiser], self._tails[denoiser] = head, tail
-        #: per denoiser, once its first full step has run: where its stack's joined sequence holds the image
-        #: tokens ("first" or "last"), None if it joins nothing
-        self._joined: dict[str, str | None] = {}
+        self._join = JoinFinder()
         return blocks
 
     def decide(self, site, call, state: dict) -> bool:
@@ -107,20 +105,17 @@ class StackCache(Policy):
             if site is tail:
                 return self._rebuilt(site, call, state)
             return passthrough(self.name, site, call, names[site.key])
-        if site is not head and site.denoiser not in self._joined and state.get("joined") is None:
-            state["joined"] = joined_at(site, call, state["inputs"]["hidden_states"], state.get("previous"))
+        if site is not head:
+            self._join.check(site, call, state["inputs"]["hidden_states"], state)
         return call.defer(then=lambda output: self._ran(site, call, state, output, tail))
 
     def _ran(self, site, call, state, output, tail):
         names = state["names"][site.key] = stream_names(self.name, site, call, output)
-        if site.denoiser not in self._joined:  # the join is still to be found: the next block compares with this
-            state["previous"] = split_streams(output, names)
+        if self._join.searching(site.denoiser):  # the next block compares its input with these outputs
+            self._join.ran(site, split_streams(output, names), state)
         if site is tail:
             head = self._heads[site.denoiser]
-            if site.denoiser not in self._joined:
-                self._joined[site.denoiser] = state.pop("joined", None)
-                state.pop("previous", None)
-            joined = self._joined[site.denoiser]
+            joined = self._join.done(site.denoiser, state)
             inputs, batch = state["inputs"], _samples(call)
             residual = {}
             for name, out in split_streams(output, names).items():
@@ -161,7 +156,7 @@ class StackCache(Policy):
             offset = self.config.forecast_scale * (call.ctx.step - state["full_step"])
             residual = taylor_forecast(state["factors"], offset)
 
-        joined = self._joined.get(tail.denoiser)
+        joined = self._join.get(tail.denoiser)
 
         def stream(name):
             if name not in residual:

@@ -107,6 +107,35 @@ def joined_at(site, call, first: torch.Tensor, previous: dict | None) -> str | N
     return None
 
 
+class JoinFinder:
+    """Where each denoiser's stack joins text and image tokens (:func:`joined_at`), found at its first full step:
+    before each block runs, :meth:`check` compares its input with the previous block's outputs (kept by
+    :meth:`ran` in the step's ``state``), and :meth:`done`, after the last block, records what was found."""
+
+    def __init__(self):
+        self.found: dict[str, str | None] = {}  # per denoiser: "first", "last", or None (no join)
+
+    def searching(self, denoiser: str) -> bool:
+        return denoiser not in self.found
+
+    def check(self, site, call, first: torch.Tensor, state: dict) -> None:
+        if site.denoiser not in self.found and state.get("joined") is None:
+            state["joined"] = joined_at(site, call, first, state.get("previous"))
+
+    def ran(self, site, streams: dict, state: dict) -> None:
+        if site.denoiser not in self.found:
+            state["previous"] = streams
+
+    def done(self, denoiser: str, state: dict) -> str | None:
+        if denoiser not in self.found:
+            self.found[denoiser] = state.pop("joined", None)
+            state.pop("previous", None)
+        return self.found[denoiser]
+
+    def get(self, denoiser: str) -> str | None:
+        return self.found.get(denoiser)
+
+
 def image_tokens(x: torch.Tensor, joined: str, n: int) -> torch.Tensor:
     """The ``n`` image tokens of a joined sequence (see :func:`joined_at`)."""
     return x[:, -n:] if joined == "last" else x[:, :n]
