@@ -14,7 +14,10 @@ Parts (one per run, so that each fits a short job):
 * ``steps``: where a cached generation's time goes, per kind of step. Each scheduler step is marked on the
   device's timeline (a CUDA event after ``scheduler.step``, outside any compiled region); the steps of a cached
   run are grouped by what they reused, and each group's time is compared with the same steps of the uncached run
-  (same mode) and with the group's own MAC ideal. ``--modes`` takes ``eager`` too.
+  (same mode) and with the group's own MAC ideal. ``--modes`` takes ``eager`` too. ``--device-time`` adds one
+  profiled generation per case (torch.profiler, the device synchronised after every step) and the time the
+  device's kernels took in each group: a step that is slower while its kernels are not is waiting on the host.
+  ``--trace-dir`` also writes each profiled generation's Chrome trace (gzipped) there.
 
 usage: python benchmarks/engine_overhead.py --part eager --model tiny-cogvideox --out OUT_DIR
 Writes ``<part>-<model>.json`` and ``.md`` into OUT_DIR.
@@ -243,11 +246,70 @@ def step_fractions(stats) -> dict[int, tuple[float, str]]:
     return out
 
 
+def _synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+class _StepRanges:
+    """One profiler range per scheduler step (``step_NNN``), the device synchronised at each step's end, so that
+    every kernel a step launched is counted in its range's device time."""
+
+    def __init__(self, scheduler):
+        self.scheduler, self.range, self.index = scheduler, None, 0
+
+    def _next(self):
+        if self.range is not None:
+            _synchronize()
+            self.range.__exit__(None, None, None)
+        self.range = torch.profiler.record_function(f"step_{self.index:03d}")
+        self.range.__enter__()
+        self.index += 1
+
+    def __enter__(self):
+        original = self.scheduler.step
+
+        def step(*args, **kwargs):
+            out = original(*args, **kwargs)
+            self._next()
+            return out
+
+        self._next()
+        self.scheduler.step = step
+        return self
+
+    def __exit__(self, *exc):
+        del self.scheduler.step
+        _synchronize()
+        self.range.__exit__(None, None, None)
+
+
+def device_seconds_per_step(generate, scheduler, steps: int, trace: Path | None = None) -> list[float]:
+    """The device time of the kernels each step launched, from one profiled generation."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        with _StepRanges(scheduler):
+            generate()
+    if trace is not None:
+        import gzip
+        import shutil
+
+        plain = trace.with_suffix("")
+        prof.export_chrome_trace(str(plain))
+        with plain.open("rb") as src, gzip.open(trace, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        plain.unlink()
+    totals = {e.key: e.device_time_total / 1e6 for e in prof.key_averages() if e.key.startswith("step_")}
+    return [totals.get(f"step_{i:03d}", 0.0) for i in range(steps)]
+
+
 def run_steps(model, args) -> list[dict]:
     dev, generate = workload(model, args)
     rows = []
     for mode in args.modes:
         per_case: dict[str, list[list[float]]] = {}
+        device_time: dict[str, list[float]] = {}
         fractions: dict[str, dict[int, tuple[float, str]]] = {}
         for policy in [None, *args.policies]:
             name = policy or "uncached"
@@ -264,6 +326,9 @@ def run_steps(model, args) -> list[dict]:
                         generate()
                     runs.append(clock.seconds())
                 per_case[name] = runs
+                if args.device_time:
+                    trace = args.trace_dir / f"trace-{args.model}-{mode}-{name}.json.gz" if args.trace_dir else None
+                    device_time[name] = device_seconds_per_step(generate, model.target.scheduler, args.steps, trace)
             _uncompile(model.transformer)
         base = [statistics.median(run[i] for run in per_case["uncached"]) for i in range(args.steps)]
         for name, runs in per_case.items():
@@ -274,9 +339,15 @@ def run_steps(model, args) -> list[dict]:
             def row(label: str, steps: list[int]) -> dict:
                 theirs, cached = sum(base[i] for i in steps), sum(mine[i] for i in steps)
                 ideal = len(steps) / sum(fractions[name][i][0] for i in steps)
-                return {"mode": mode, "policy": name, "steps_reusing": label, "steps": len(steps),
-                        "uncached_seconds": theirs, "cached_seconds": cached, "speedup": theirs / cached,
-                        "ideal_speedup": ideal, "of_ideal": theirs / cached / ideal}
+                out = {"mode": mode, "policy": name, "steps_reusing": label, "steps": len(steps),
+                       "uncached_seconds": theirs, "cached_seconds": cached, "speedup": theirs / cached,
+                       "ideal_speedup": ideal, "of_ideal": theirs / cached / ideal}
+                if device_time:
+                    base_k = sum(device_time["uncached"][i] for i in steps)
+                    mine_k = sum(device_time[name][i] for i in steps)
+                    out.update(uncached_kernel_seconds=base_k, cached_kernel_seconds=mine_k,
+                               kernel_speedup=base_k / mine_k if mine_k else float("nan"))
+                return out
 
             groups: dict[str, list[int]] = {}
             for step, (_fraction, label) in fractions[name].items():
@@ -291,11 +362,17 @@ def run_steps(model, args) -> list[dict]:
 
 
 def steps_table(rows: list[dict]) -> str:
-    lines = ["| mode | policy | steps that | steps | uncached s | cached s | speedup | ideal | of ideal |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    kernels = any("kernel_speedup" in r for r in rows)
+    lines = ["| mode | policy | steps that | steps | uncached s | cached s | speedup | ideal | of ideal |"
+             + (" kernels: uncached s | cached s | speedup |" if kernels else ""),
+             "|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if kernels else "")]
     for r in rows:
-        lines.append(f"| {r['mode']} | {r['policy']} | {r['steps_reusing']} | {r['steps']} | {r['uncached_seconds']:.4f} | "
-                     f"{r['cached_seconds']:.4f} | {r['speedup']:.3f}x | {r['ideal_speedup']:.2f}x | {r['of_ideal']:.1%} |")
+        line = (f"| {r['mode']} | {r['policy']} | {r['steps_reusing']} | {r['steps']} | {r['uncached_seconds']:.4f} | "
+                f"{r['cached_seconds']:.4f} | {r['speedup']:.3f}x | {r['ideal_speedup']:.2f}x | {r['of_ideal']:.1%} |")
+        if kernels:
+            line += (f" {r['uncached_kernel_seconds']:.4f} | {r['cached_kernel_seconds']:.4f} | "
+                     f"{r['kernel_speedup']:.3f}x |")
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -327,6 +404,10 @@ def main(argv=None) -> None:
                    "'uncached,hooks, never reuse' is written uncached,never")
     p.add_argument("--static-shapes", action="store_true",
                    help="compile part: no automatic dynamic shapes (CFG-Cache's half batches get graphs of their own)")
+    p.add_argument("--device-time", action="store_true",
+                   help="steps part, on a GPU: one more profiled generation per case, and each group's kernel time")
+    p.add_argument("--trace-dir", type=Path, default=None, help="with --device-time: write each profiled "
+                   "generation's Chrome trace (gzipped) here")
     p.add_argument("--dtype", default=None, choices=[None, "bf16", "fp16", "fp32"])
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
@@ -335,6 +416,10 @@ def main(argv=None) -> None:
     aliases = {"never": "hooks, never reuse"}
     args.cases = [aliases.get(x, x) for x in args.cases.split(",") if x]
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.device_time and not torch.cuda.is_available():
+        p.error("--device-time needs a CUDA device (it times the kernels each step launched)")
+    if args.trace_dir is not None:
+        args.trace_dir.mkdir(parents=True, exist_ok=True)
     warnings.simplefilter("ignore", cachelab.NothingReusedWarning)  # the never-reusing row does so on purpose
     if args.static_shapes:
         torch._dynamo.config.automatic_dynamic_shapes = False

@@ -128,6 +128,34 @@ def test_cfg_cache_end_to_end_matches_formula(layout, compound):
         torch.testing.assert_close(got[step][:1], expected, rtol=1e-5, atol=1e-5)
 
 
+def test_cfg_cache_high_passes_each_stored_delta_once(monkeypatch):
+    """The rebuild keeps the delta's high-pass between full steps: the same outputs as computing it at every
+    rebuilt step (exactly), with one high-pass per stored delta."""
+    from cachelab.policies import cfg_cache as module
+
+    g = torch.Generator().manual_seed(1)
+    cond, delta = torch.randn(2, 3, 4, 10, 12, generator=g), torch.randn(2, 3, 4, 10, 12, generator=g)
+    kept = module.high_pass(delta, 5)
+    assert torch.equal(module.rebuild_uncond(cond, delta, 1.2, 0.8, 5, split=True, high=kept),
+                       module.rebuild_uncond(cond, delta, 1.2, 0.8, 5, split=True))
+
+    calls = []
+    real = module.high_pass
+    monkeypatch.setattr(module, "high_pass", lambda x, d: calls.append(x) or real(x, d))
+    model = ToyDenoiser().eval()
+    timesteps = torch.linspace(950, 50, 10).tolist()
+    x = torch.randn(model.pattern.shape, generator=g)
+    e = torch.tensor([0.0, 1.5])
+    params = dict(interval=3, window=[0.0, 1.0, "progress"], low_freq_weight=1.2, low_freq_window=[1000, 0, "timestep"],
+                  high_freq_weight=0.8, high_freq_window=[1000, 0, "timestep"])
+    with cachelab.apply(model, "cfg_cache", sites={"block": r"blocks\.0"}, num_steps=10, **params) as handle:
+        handle.begin(timesteps=timesteps)
+        for t in timesteps:
+            model(torch.cat([x, x]), torch.tensor([t, t]), e)
+    # full steps 0, 3, 6, 9 store a delta; the rebuilt steps after the first three read it: one high-pass each
+    assert len(calls) == 3
+
+
 def test_cfg_cache_rejects_layouts_it_cannot_split():
     class Tokens(nn.Module):
         def __init__(self):
