@@ -126,3 +126,45 @@ def test_static_policies_decide_at_the_denoisers_entry_once_compiled(cogvideox, 
                 assert not any("_decide" in reason for reason in break_reasons()), policy
             assert handle.stats().computed_fraction < 1.0
         dynamo.reset()
+
+
+@pytest.mark.parametrize("policy", [None, "pab", "fastercache", "vanilla"])
+def test_regionally_compiled_blocks_run_compiled_at_every_call(policy):
+    """Every call of a regionally compiled block runs a compiled graph, in the first generation and later ones,
+    with as many blocks as real models have graphs per kind of decision (six here). The first call's MAC-measuring
+    pass runs under a dispatch mode, which makes dynamo refuse a frame and never compile its code again: were that
+    pass not kept away from dynamo, the blocks would run eagerly from then on, all of them or those whose decision
+    came after it."""
+    import dataclasses
+
+    from torch._dynamo.backends.debugging import aot_eager
+
+    base = TINY_TRANSFORMERS["cogvideox"]
+    spec = dataclasses.replace(base, config={**base.config, "num_layers": 6})
+    inputs = [spec.inputs(2, t) for t in TIMESTEPS]
+    for kw in inputs:
+        kw["hidden_states"] = torch.cat([kw["hidden_states"][:1]] * 2)
+    graph_calls = [0]
+
+    def counting_backend(graph, example_inputs):
+        compiled = aot_eager(graph, example_inputs)
+
+        def run(*args):
+            graph_calls[0] += 1
+            return compiled(*args)
+
+        return run
+
+    model = spec.build()
+    handle = cachelab.apply(model, policy, num_steps=STEPS, **POLICIES[policy]) if policy else None
+    for block in model.transformer_blocks:
+        block.compile(backend=counting_backend)
+    dynamo.reset()
+    for _ in range(2):
+        graph_calls[0] = 0
+        generate(model, inputs)
+        assert graph_calls[0] == 6 * STEPS, f"{graph_calls[0]} of {6 * STEPS} block calls ran compiled"
+    if handle is not None:
+        assert handle.stats().computed_fraction < 1.0
+        handle.remove()
+    dynamo.reset()

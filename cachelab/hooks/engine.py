@@ -529,7 +529,7 @@ class _DenoiserHook(_OutsideGraphs, ModuleHook):
         the call, eager, whose output is dropped. The real call then runs like every other, so the first
         generation compiles the same graphs as the later ones."""
         runtime = self.runtime
-        with torch.no_grad(), _flop_counter() as counter:
+        with torch.no_grad(), _eager(), _flop_counter() as counter:
             runtime.flop_counter = counter
             try:
                 original(*args, **kwargs)
@@ -542,6 +542,14 @@ class _DenoiserHook(_OutsideGraphs, ModuleHook):
             finally:
                 runtime.flop_counter = None
         runtime.profile_complete(signature, self.site, counter.get_total_flops() / 2, ctx)
+
+
+def _eager():
+    """Compiled regions run eagerly while this lasts. The measuring pass runs under a torch dispatch mode
+    (FlopCounterMode), and dynamo, meeting a frame under one, refuses it and marks its code never to be compiled
+    again: without this, regionally compiled blocks would run eagerly for good after the first call."""
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    return set_stance("force_eager") if set_stance is not None else contextlib.nullcontext()
 
 
 def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -594,7 +602,8 @@ def counting_macs(module: nn.Module) -> Iterator[list[float]]:
     handles = [module.register_forward_pre_hook(enter, with_kwargs=True),
                module.register_forward_hook(leave, with_kwargs=True, always_call=True)]
     try:
-        yield total
+        with _eager():  # compiled regions counted under a dispatch mode would never compile again (see _eager)
+            yield total
     finally:
         for handle in handles:
             handle.remove()

@@ -98,9 +98,10 @@ def splits_into_frequencies(sample: torch.Tensor, layout: str = "auto") -> bool:
 
 
 def high_pass(x: torch.Tensor, radius_divisor: int) -> torch.Tensor:
-    """The high-frequency part of ``x`` in pixel space (float32)."""
+    """The high-frequency part of ``x`` in pixel space (float32, its own storage: the real part of the complex
+    inverse FFT would keep the complex buffer, twice its size, alive wherever it is stored)."""
     _, high = split_frequencies(x, radius_divisor)
-    return torch.fft.ifft2(torch.fft.ifftshift(high, dim=(-2, -1))).real
+    return torch.fft.ifft2(torch.fft.ifftshift(high, dim=(-2, -1))).real.contiguous()
 
 
 def rebuild_uncond(cond, delta, low_weight: float, high_weight: float, radius_divisor: int, split: bool,
