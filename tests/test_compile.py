@@ -168,3 +168,21 @@ def test_regionally_compiled_blocks_run_compiled_at_every_call(policy):
         assert handle.stats().computed_fraction < 1.0
         handle.remove()
     dynamo.reset()
+
+
+@pytest.mark.parametrize("how", ["regional", "whole"])
+def test_recompile_limit_is_raised_for_hooked_blocks_and_restored(cogvideox, how):
+    """All blocks of a regionally compiled list share dynamo's recompile limit; a block whose hooked site computes
+    or reuses needs twice the graphs of the block alone, so cachelab raises the limit while its hooks are on (and
+    puts it back on removal). A whole compiled model has a code object of its own and keeps the limit."""
+    spec, inputs = cogvideox
+    before = dynamo.config.recompile_limit
+    model = spec.build()
+    handle = cachelab.apply(model, "pab", num_steps=STEPS, **POLICIES["pab"])
+    compile_model(model, how)
+    dynamo.reset()
+    generate(model, inputs)
+    assert dynamo.config.recompile_limit == (max(before, 16) if how == "regional" else before)
+    handle.remove()
+    assert dynamo.config.recompile_limit == before
+    dynamo.reset()

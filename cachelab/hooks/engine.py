@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import warnings
 from typing import Any, Callable, Iterator, Protocol
 
@@ -21,6 +22,8 @@ from cachelab.errors import NothingReusedWarning, PolicyError
 from cachelab.hooks.parallel import ContextParallel, check_split_inputs, context_parallel_of
 from cachelab.hooks.registry import ModuleHook, attach, detach_all
 from cachelab.hooks.stats import GenerationRecord, Stats
+
+_log = logging.getLogger("cachelab")
 from cachelab.hooks.sites import Site, denoiser_key
 
 
@@ -294,25 +297,27 @@ class _SiteHook(_OutsideGraphs, ModuleHook):
         self._bookkeeping(decide=self._decide, finish=self._finish, abandon=self._abandon, eager=self._eager)
 
     def clear_prepared(self) -> None:
-        #: the prepared decision of the running denoiser call: (_RUN | _STORE | _REUSE, reused value), or None
-        self.prepared: tuple[int, Any] | None = None
+        #: whether the running denoiser call has decided this site's call already (see Runtime.prepare_sites)
+        self.prepared = False
+        #: the prepared decision: _RUN, _STORE or _REUSE; the site's forward never reads it (see new_forward)
+        self.prepared_mode = _RUN
+        self.reused: Any = None  # the value a prepared _REUSE call returns
         self.prepared_call: Call | None = None
-        self.stored: Any = None  # the output of a prepared _STORE call
+        self.stored: Any = None  # the output of a prepared call that computes
         self.hit = False  # whether the site ran (or was reused) under its prepared decision
 
     def new_forward(self, module, original, args, kwargs):
-        prepared = self.prepared
-        if prepared is not None:
-            # decided at the denoiser's entry: dynamo reads the mode as a constant (one graph per kind of
-            # decision) and traces the site's computation with no break; the runtime keeps what it stored after
-            # the denoiser call
+        if self.prepared:
+            # decided at the denoiser's entry, and traced with no break. Dynamo guards on what the forward reads,
+            # so it reads only whether a value is reused: computing and computing-to-store share one graph (the
+            # output is always handed over; settling keeps it only for a store), which halves the graphs per
+            # block against dynamo's recompile limit, shared by every block of a regionally compiled model
             self.hit = True
-            mode, value = prepared
-            if mode == _REUSE:
-                return value
+            reused = self.reused
+            if reused is not None:
+                return reused
             output = original(*args, **kwargs)
-            if mode == _STORE:
-                self.stored = output
+            self.stored = output
             return output
         if torch.compiler.is_compiling():
             self.runtime.compiled = True  # from the next denoiser call on, decisions of such sites are prepared
@@ -657,6 +662,7 @@ class Runtime:
         self.compiled = False
         self._preparable: dict[str, list[_SiteHook]] = {}
         self._prepared: list[_SiteHook] = []  # the hooks holding a decision for the running denoiser call
+        self._raised_limit: tuple[str, int] | None = None  # dynamo's recompile limit before cachelab raised it
         for site, controller in assignments:
             self.slots[site.key] = _SiteSlot(site, controller, site.module.forward)
         try:
@@ -689,6 +695,10 @@ class Runtime:
         """Detach every hook, or none (:class:`~cachelab.errors.HookStackError` says what blocks it)."""
         detach_all(reversed(self._attached))
         self._attached.clear()
+        if self._raised_limit is not None:
+            name, value = self._raised_limit
+            setattr(torch._dynamo.config, name, value)
+            self._raised_limit = None
         for hook in self._pre_hooks:
             hook.remove()
         self._pre_hooks.clear()
@@ -734,7 +744,10 @@ class Runtime:
         self.record = GenerationRecord(generation=self.tracker.generation, num_steps=self.tracker.num_steps)
         self.records.append(self.record)
         if not self.compiled:  # blocks compiled on their own (regional compile): prepare decisions from the start
-            self.compiled = any(_is_compiled(m) for site in self._denoiser_sites.values() for m in site.module.modules())
+            compiled = [m for site in self._denoiser_sites.values() for m in site.module.modules() if _is_compiled(m)]
+            if compiled:
+                self.compiled = True
+                self._allow_graphs_per_region(compiled)
         num_steps = self.tracker.num_steps
         contexts = plan_contexts(num_steps, self.tracker.schedule) if num_steps else None
         for slot in self.slots.values():
@@ -742,6 +755,28 @@ class Runtime:
                 slot.plan = slot.keep = slot.last_use = None
             else:
                 slot.build_plan(contexts)
+
+    def _allow_graphs_per_region(self, regions: list[nn.Module]) -> None:
+        """Raise dynamo's recompile limit to what regionally compiled blocks with hooked sites need. All blocks of
+        a list share one code object, and with it one limit (8 graphs by default), which the model alone can
+        nearly fill (the first block's inputs have other strides; batch sizes turn dynamic). A block with k
+        hooked sites needs up to 2**k graphs for each of those (each site computes or reuses): past the limit
+        dynamo runs the block eagerly for good, slower than no cache at all."""
+        modules = {id(site.module) for site in self.sites if site.role != "denoiser"}
+        denoisers = {id(site.module) for site in self._denoiser_sites.values()}
+        # a whole compiled denoiser has a code object of its own: one graph per pattern of a step's decisions
+        hooked = max((sum(id(m) in modules for m in region.modules()) for region in regions
+                      if id(region) not in denoisers), default=0)
+        if not hooked:
+            return
+        config = torch._dynamo.config
+        name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+        current, needed = getattr(config, name), 8 * 2 ** min(hooked, 3)
+        if current < needed:
+            self._raised_limit = (name, current)
+            setattr(config, name, needed)
+            _log.info("cachelab: torch._dynamo.config.%s raised from %d to %d (%d hooked sites in a compiled "
+                      "block; restored when the hooks are removed)", name, current, needed, hooked)
 
     # -- context parallelism -------------------------------------------------------------------------------------
     def _find_parallel(self) -> ContextParallel | None:
@@ -791,16 +826,20 @@ class Runtime:
             slot.drop_unread(ctx.step)
             call = Call(slot.site, ctx, None, (), {}, self, slot)
             if call.should_compute():
-                hook.prepared = (_STORE if call.should_store() else _RUN, None)
+                hook.prepared_mode = _STORE if call.should_store() else _RUN
             else:
-                hook.prepared = (_REUSE, slot.controller.reuse(slot.site, call, call.cached()))
+                hook.prepared_mode = _REUSE
+                hook.reused = slot.controller.reuse(slot.site, call, call.cached())
+                if hook.reused is None:
+                    raise PolicyError(f"{type(slot.controller).__name__}.reuse returned None for {slot.site.key}")
+            hook.prepared = True
             hook.prepared_call = call
             self._prepared.append(hook)
 
     def settle_sites(self) -> None:
         """After the denoiser call: store what prepared sites computed, count what they did, clear the decisions."""
         for hook in self._prepared:
-            mode, call = hook.prepared[0], hook.prepared_call
+            mode, call = hook.prepared_mode, hook.prepared_call
             if hook.hit:
                 if mode != _REUSE:
                     call.computed_branches = call.ctx.branches
