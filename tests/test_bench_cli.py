@@ -193,7 +193,8 @@ def test_models_and_policies_listing():
 def test_cache_needed_counts_only_what_later_calls_read():
     """FasterCache on diffusers' schedule stores whole batched attention outputs but extrapolates only on steps whose
     unconditional half is skipped, so the uncond slices it keeps are mostly never read: needed < held. cachelab's
-    own default reads nearly all it keeps (the values stored on the last steps are never read)."""
+    own default reads more of what it keeps (not all: the values stored on the last steps are never read, and the
+    peak held comes at the end, where its CFG state, the delta and the delta's high-pass, is held beside them)."""
     model = create_model("tiny-random-cogvideox", device="cpu")
     diffusers_schedule = diffusers_cases(model, 12)[2].policy
     peaks = {}
@@ -205,7 +206,7 @@ def test_cache_needed_counts_only_what_later_calls_read():
             handle.runtime.track_cache = False
             peaks[name] = handle.runtime.cache_peaks()
     share = {name: needed / held for name, (held, needed) in peaks.items()}
-    assert share["diffusers schedule"] < 0.75 and share["default"] > 0.8
+    assert share["diffusers schedule"] < 0.7 and share["default"] > share["diffusers schedule"] + 0.05, share
 
 
 def test_cache_dit_dbcache_row_matches_dbcache_and_leaves_no_patch():
