@@ -59,3 +59,19 @@ def test_steps_part_writes_its_table(tmp_path):
     for r in rows:
         assert r["of_ideal"] == pytest.approx(r["speedup"] / r["ideal_speedup"])
     assert "| eager | pab | all steps | 4 |" in (tmp_path / "steps-tiny-random-cogvideox-eager.md").read_text()
+
+
+def test_step_ranges_profile_each_step_and_the_trace_is_written(engine_overhead, model, tmp_path):
+    """--device-time's profiled generation: one profiler range per scheduler step (the device time of each is what
+    the GPU run reads), the scheduler restored, and the Chrome trace written gzipped with the step ranges in it."""
+    import gzip
+
+    scheduler = model.target.scheduler
+    trace = tmp_path / "trace.json.gz"
+    seconds = engine_overhead.device_seconds_per_step(
+        lambda: model.generate(model.prompts(1), [0], 4, model.guidance), scheduler, 4, trace)
+    assert len(seconds) == 4 and all(s >= 0 for s in seconds)  # no CUDA kernels on the CPU: zeros
+    assert "step" not in vars(scheduler)
+    events = json.loads(gzip.decompress(trace.read_bytes()))["traceEvents"]
+    names = {e.get("name") for e in events}
+    assert {f"step_{i:03d}" for i in range(4)} <= names
