@@ -128,18 +128,21 @@ def test_static_policies_decide_at_the_denoisers_entry_once_compiled(cogvideox, 
         dynamo.reset()
 
 
-@pytest.mark.parametrize("policy", [None, "pab", "fastercache", "vanilla"])
-def test_regionally_compiled_blocks_run_compiled_at_every_call(policy):
+@pytest.mark.parametrize(
+    "name,policy",
+    [("cogvideox", p) for p in (None, "pab", "fastercache", "vanilla")] + [("pixart", "pab"), ("wan", "fastercache")],
+)
+def test_regionally_compiled_blocks_run_compiled_at_every_call(name, policy):
     """Every call of a regionally compiled block runs a compiled graph, in the first generation and later ones,
     with as many blocks as real models have graphs per kind of decision (six here). The first call's MAC-measuring
     pass runs under a dispatch mode, which makes dynamo refuse a frame and never compile its code again: were that
     pass not kept away from dynamo, the blocks would run eagerly from then on, all of them or those whose decision
-    came after it."""
+    came after it. PixArt and Wan blocks hold two hooked sites each (self- and cross-attention)."""
     import dataclasses
 
     from torch._dynamo.backends.debugging import aot_eager
 
-    base = TINY_TRANSFORMERS["cogvideox"]
+    base = TINY_TRANSFORMERS[name]
     spec = dataclasses.replace(base, config={**base.config, "num_layers": 6})
     inputs = [spec.inputs(2, t) for t in TIMESTEPS]
     for kw in inputs:
@@ -155,14 +158,21 @@ def test_regionally_compiled_blocks_run_compiled_at_every_call(policy):
 
         return run
 
+    reference = spec.build()  # the same weights, run eagerly
+    if policy is None:
+        expected = generate(reference, inputs)
+    else:
+        with cachelab.apply(reference, policy, num_steps=STEPS, **POLICIES[policy]):
+            expected = generate(reference, inputs)
     model = spec.build()
     handle = cachelab.apply(model, policy, num_steps=STEPS, **POLICIES[policy]) if policy else None
-    for block in model.transformer_blocks:
+    blocks = next(child for child in model.children() if isinstance(child, torch.nn.ModuleList))
+    for block in blocks:
         block.compile(backend=counting_backend)
     dynamo.reset()
     for _ in range(2):
         graph_calls[0] = 0
-        generate(model, inputs)
+        assert torch.equal(generate(model, inputs), expected)
         assert graph_calls[0] == 6 * STEPS, f"{graph_calls[0]} of {6 * STEPS} block calls ran compiled"
     if handle is not None:
         assert handle.stats().computed_fraction < 1.0
