@@ -26,13 +26,18 @@ POLICIES = {
 DECISIONS = ("_decide", "_finish", "_enter", "_eager", "_abandon", "_exit")
 
 
+def batched_cfg_inputs(spec) -> list[dict]:
+    """One call's inputs per step, batched CFG: [uncond, cond] with the same latents."""
+    inputs = [spec.inputs(2, t) for t in TIMESTEPS]
+    for kw in inputs:
+        kw["hidden_states"] = torch.cat([kw["hidden_states"][:1]] * 2)
+    return inputs
+
+
 @pytest.fixture(scope="module")
 def cogvideox():
     spec = TINY_TRANSFORMERS["cogvideox"]
-    inputs = [spec.inputs(2, t) for t in TIMESTEPS]
-    for kw in inputs:  # batched CFG: [uncond, cond] with the same latents
-        kw["hidden_states"] = torch.cat([kw["hidden_states"][:1]] * 2)
-    return spec, inputs
+    return spec, batched_cfg_inputs(spec)
 
 
 def generate(model, inputs):
@@ -144,9 +149,7 @@ def test_regionally_compiled_blocks_run_compiled_at_every_call(name, policy):
 
     base = TINY_TRANSFORMERS[name]
     spec = dataclasses.replace(base, config={**base.config, "num_layers": 6})
-    inputs = [spec.inputs(2, t) for t in TIMESTEPS]
-    for kw in inputs:
-        kw["hidden_states"] = torch.cat([kw["hidden_states"][:1]] * 2)
+    inputs = batched_cfg_inputs(spec)
     graph_calls = [0]
 
     def counting_backend(graph, example_inputs):

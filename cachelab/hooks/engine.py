@@ -22,9 +22,9 @@ from cachelab.errors import NothingReusedWarning, PolicyError
 from cachelab.hooks.parallel import ContextParallel, check_split_inputs, context_parallel_of
 from cachelab.hooks.registry import ModuleHook, attach, detach_all
 from cachelab.hooks.stats import GenerationRecord, Stats
+from cachelab.hooks.sites import Site, denoiser_key
 
 _log = logging.getLogger("cachelab")
-from cachelab.hooks.sites import Site, denoiser_key
 
 
 class Controller(Protocol):
