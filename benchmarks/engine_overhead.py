@@ -37,6 +37,8 @@ import torch
 
 import cachelab
 from cachelab.bench import NEVER_REUSE
+from cachelab.metrics import compare_videos
+from cachelab.hooks.engine import counting_macs
 from cachelab.timing import timed
 from cachelab.zoo.registry import create_model
 from provenance import commit, device_name
@@ -49,13 +51,21 @@ SEED_POLICIES = ["vanilla", "dynamic", "cfg_cache", "pab", "delta_dit", "fasterc
 
 
 class Case:
-    def __init__(self, name: str, policy):
-        self.name, self.policy = name, policy
+    """A timed case: a cachelab policy spec, or (``attach``) another library's cache, as a bench case attaches it."""
+
+    def __init__(self, name: str, policy, attach=None):
+        self.name, self.policy, self.attach = name, policy, attach
         self.handle = None
         self.times: list[float] = []
         self.fraction: float | None = None
         self.graphs_after_warmup: int | None = None
         self.compile_seconds: float | None = None  # the first generation of a compiled case
+        self.launches: int | None = None  # kernel launches of one generation (``--launches``)
+        self.output_psnr: float | None = None  # compiled output against the eager output (``--check-outputs``)
+
+    @property
+    def uncached(self) -> bool:
+        return self.policy is None and self.attach is None
 
 
 def workload(model, args):
@@ -65,31 +75,67 @@ def workload(model, args):
     return next(model.transformer.parameters()).device, generate
 
 
-def compile_transformer(transformer, mode: str) -> None:
-    """``whole``: ``transformer.compile()``; ``regional``: each block of its block lists, as diffusers'
+def compile_transformer(transformer, mode: str, backend: str = "inductor") -> None:
+    """``whole``: ``transformer.compile()``; ``whole-cudagraphs``: the same with CUDA graphs
+    (``mode="reduce-overhead"``, inductor only); ``regional``: each block of its block lists, as diffusers'
     ``compile_repeated_blocks`` does; ``eager``: nothing."""
     if mode == "whole":
-        transformer.compile()
+        transformer.compile(backend=backend)
+    elif mode == "whole-cudagraphs":
+        transformer.compile(mode="reduce-overhead")
     elif mode == "regional":
         for blocks in transformer.children():
             if isinstance(blocks, torch.nn.ModuleList):
                 for block in blocks:
-                    block.compile()
+                    block.compile(backend=backend)
 
 
 def eager_cases() -> list[Case]:
     return [Case("uncached", None), Case("hooks, never reuse", NEVER_REUSE)] + [Case(p, p) for p in SEED_POLICIES]
 
 
+def diffusers_pairs(model, steps: int) -> list[Case]:
+    """diffusers' PAB and FasterCache, each beside cachelab's policy at the same schedule (the bench's pairs)."""
+    from cachelab.bench import diffusers_cases
+
+    wanted = ("pab (diffusers schedule)", "diffusers PAB", "fastercache (diffusers schedule)", "diffusers FasterCache")
+    return [Case(c.name, None, c.attach) if c.other else Case(c.name, c.policy)
+            for c in diffusers_cases(model, steps) if c.name in wanted]
+
+
+def kernel_launches(generate) -> int:
+    """Kernel launches of one generation, counted by torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        generate()
+    return sum(e.count for e in prof.key_averages() if e.key in LAUNCH_EVENTS)
+
+
+LAUNCH_EVENTS = ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cudaGraphLaunch")
+
+
 def run_eager(model, args) -> list[Case]:
-    prompts, seeds = model.prompts(args.prompts), list(range(args.prompts))
-    dev = next(model.transformer.parameters()).device
+    dev, generate = workload(model, args)
     cases = [c for c in eager_cases() if not args.cases or c.name in args.cases]
-    generate = lambda: model.generate(prompts, seeds, args.steps, model.guidance)  # noqa: E731
-    for case in cases:  # warm-up and MACs
+    if args.diffusers:
+        cases += diffusers_pairs(model, args.steps)
+    total_macs = None
+    for case in cases:  # warm-up and MACs: cachelab counts its own; other libraries' caches are counted as they run
         with _applied(model, case):
-            generate()
-            case.fraction = case.handle.stats().computed_fraction if case.handle else 1.0
+            if case.attach is None and not case.uncached:
+                generate()
+                case.fraction = case.handle.stats().computed_fraction
+            else:
+                with counting_macs(model.transformer) as counted:
+                    generate()
+                total_macs = counted[0] if case.uncached else total_macs
+                case.fraction = counted[0] if case.attach is not None else 1.0
+            if args.launches and dev.type == "cuda":
+                case.launches = kernel_launches(generate)
+    for case in cases:
+        if case.attach is not None:
+            case.fraction = case.fraction / total_macs if total_macs else None
     for _ in range(args.repeats):
         for case in cases:
             with _applied(model, case, count_macs=False):
@@ -98,20 +144,26 @@ def run_eager(model, args) -> list[Case]:
 
 
 class _applied:
-    """The case's policy on the model for a block. ``count_macs=False`` for timed rounds: a fresh handle measures
-    MACs with one extra, uncached denoiser call under FlopCounterMode, which is not part of caching."""
+    """The case's caching on the model for a block. ``count_macs=False`` for timed rounds: a fresh cachelab handle
+    measures MACs with one extra, uncached denoiser call under FlopCounterMode, which is not part of caching."""
 
     def __init__(self, model, case: Case, count_macs: bool = True):
         self.model, self.case, self.count_macs = model, case, count_macs
+        self.other = None
 
     def __enter__(self):
-        if self.case.policy is not None:
+        if self.case.attach is not None:
+            self.other = self.case.attach(self.model)
+            self.other.__enter__()
+        elif self.case.policy is not None:
             self.case.handle = cachelab.apply(self.model.target, self.case.policy, cfg=self.model.cfg,
                                               count_macs=self.count_macs)
         return self.case.handle
 
     def __exit__(self, *exc):
-        if self.case.handle is not None:
+        if self.other is not None:
+            self.other.__exit__(*exc)
+        elif self.case.handle is not None:
             self.case.handle.remove()
 
 
@@ -126,14 +178,19 @@ def run_compile(model, args) -> list[Case]:
             torch._dynamo.reset()
             transformer = model.transformer
             with _applied(model, case):
-                compile_transformer(transformer, mode)
+                eager = generate() if args.check_outputs else None
+                compile_transformer(transformer, mode, args.backend)
                 _, compile_seconds = timed(generate, dev)
                 case.fraction = case.handle.stats().computed_fraction if case.handle else 1.0
                 counters.clear()
                 for _ in range(args.repeats):
-                    case.times.append(timed(generate, dev)[1])
+                    out, seconds = timed(generate, dev)
+                    case.times.append(seconds)
                 case.graphs_after_warmup = int(counters["stats"].get("unique_graphs", 0))
                 case.compile_seconds = compile_seconds
+                if eager is not None:
+                    psnr = compare_videos(out, eager, with_lpips=False)
+                    case.output_psnr = float("inf") if psnr["psnr_mean"] is None else psnr["psnr_mean"]
             _uncompile(transformer)
             cases.append(case)
             print(f"{case.name}: {statistics.median(case.times):.3f} s (first run {compile_seconds:.1f} s, "
@@ -159,7 +216,7 @@ def run_profile(model, args) -> list[dict]:
             with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
                 generate()
         events = prof.key_averages()
-        launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
+        launches = sum(e.count for e in events if e.key in LAUNCH_EVENTS)
         host = sum(e.self_cpu_time_total for e in events) / 1e6
         syncs = {e.key: e.count for e in events if "ynchronize" in e.key or "Memcpy" in e.key or e.key == "aten::item"
                  or e.key == "aten::_local_scalar_dense"}
@@ -229,20 +286,29 @@ class _StepClock:
         return [a.elapsed_time(b) / 1e3 for a, b in zip(self.marks, self.marks[1:])]
 
 
-def step_fractions(stats) -> dict[int, tuple[float, str]]:
-    """step -> (MACs computed over MACs of an uncached step, what the step reused)."""
+def step_fractions(stats) -> dict[int, tuple[float, str, float]]:
+    """step -> (MACs computed over MACs of an uncached step, what the step reused, share of the step's samples the
+    denoiser computed: 0.5 on a CFG-Cache step, where only the conditional half runs)."""
     record, macs = stats.record, stats.record.macs_per_sample or {}
     total: dict[int, float] = {}
+    logical: dict[int, int] = {}
     for (denoiser, step), samples in record.logical_samples.items():
         total[step] = total.get(step, 0.0) + macs.get(denoiser, 0.0) * samples
+        logical[step] = logical.get(step, 0) + samples
     saved: dict[int, float] = {}
+    denoiser_computed: dict[int, int] = {}
+    denoisers = set(stats.denoiser_of.values())
     for (key, step), row in record.events.items():
         saved[step] = saved.get(step, 0.0) + macs.get(key, 0.0) * row[3]
+        if key in denoisers:
+            denoiser_computed[step] = denoiser_computed.get(step, 0) + row[2]
     out = {}
     for step, kinds in stats.by_step().items():
         reused = sorted(kind for kind, (_computed, re) in kinds.items() if re)
         label = "reuses " + ", ".join(reused) if reused else "computes all"
-        out[step] = ((total[step] - saved.get(step, 0.0)) / total[step] if total.get(step) else 1.0, label)
+        fraction = (total[step] - saved.get(step, 0.0)) / total[step] if total.get(step) else 1.0
+        batch = denoiser_computed.get(step, logical.get(step, 0)) / logical[step] if logical.get(step) else 1.0
+        out[step] = (fraction, label, batch)
     return out
 
 
@@ -304,26 +370,32 @@ def device_seconds_per_step(generate, scheduler, steps: int, trace: Path | None 
     return [totals.get(f"step_{i:03d}", 0.0) for i in range(steps)]
 
 
+HALF_BATCH = "uncached, half the prompts"
+
+
 def run_steps(model, args) -> list[dict]:
     dev, generate = workload(model, args)
+    prompts, seeds = model.prompts(args.prompts // 2), list(range(args.prompts // 2))
+    half_generate = lambda: model.generate(prompts, seeds, args.steps, model.guidance)  # noqa: E731
     rows = []
     for mode in args.modes:
         per_case: dict[str, list[list[float]]] = {}
         device_time: dict[str, list[float]] = {}
         fractions: dict[str, dict[int, tuple[float, str]]] = {}
-        for policy in [None, *args.policies]:
+        for policy in [None, *([HALF_BATCH] if args.half_batch else []), *args.policies]:
             name = policy or "uncached"
             torch._dynamo.reset()
-            case = Case(name, policy)
+            case = Case(name, None if policy == HALF_BATCH else policy)
+            run = half_generate if policy == HALF_BATCH else generate
             with _applied(model, case):
-                compile_transformer(model.transformer, mode)
-                generate()  # warm-up: compiles, and counts MACs for the fractions
+                compile_transformer(model.transformer, mode, args.backend)
+                run()  # warm-up: compiles, and counts MACs for the fractions
                 if case.handle is not None:
                     fractions[name] = step_fractions(case.handle.stats())
                 runs = []
                 for _ in range(args.repeats):
                     with _StepClock(model.target.scheduler, dev) as clock:
-                        generate()
+                        run()
                     runs.append(clock.seconds())
                 per_case[name] = runs
                 if args.device_time:
@@ -331,8 +403,10 @@ def run_steps(model, args) -> list[dict]:
                     device_time[name] = device_seconds_per_step(generate, model.target.scheduler, args.steps, trace)
             _uncompile(model.transformer)
         base = [statistics.median(run[i] for run in per_case["uncached"]) for i in range(args.steps)]
+        half_base = ([statistics.median(run[i] for run in per_case[HALF_BATCH]) for i in range(args.steps)]
+                     if HALF_BATCH in per_case else None)
         for name, runs in per_case.items():
-            if name == "uncached":
+            if name in ("uncached", HALF_BATCH):
                 continue
             mine = [statistics.median(run[i] for run in runs) for i in range(args.steps)]
 
@@ -342,6 +416,12 @@ def run_steps(model, args) -> list[dict]:
                 out = {"mode": mode, "policy": name, "steps_reusing": label, "steps": len(steps),
                        "uncached_seconds": theirs, "cached_seconds": cached, "speedup": theirs / cached,
                        "ideal_speedup": ideal, "of_ideal": theirs / cached / ideal}
+                if half_base is not None:
+                    # a step whose denoiser ran half the samples is held to the uncached model at half the
+                    # prompts (same shapes), scaled by the MACs it computed of that half; any other step to its MACs
+                    best = sum(half_base[i] * fractions[name][i][0] / 0.5 if fractions[name][i][2] == 0.5
+                               else base[i] * fractions[name][i][0] for i in steps)
+                    out.update(batch_ideal_speedup=theirs / best, of_batch_ideal=best / cached)
                 if device_time:
                     base_k = sum(device_time["uncached"][i] for i in steps)
                     mine_k = sum(device_time[name][i] for i in steps)
@@ -350,7 +430,7 @@ def run_steps(model, args) -> list[dict]:
                 return out
 
             groups: dict[str, list[int]] = {}
-            for step, (_fraction, label) in fractions[name].items():
+            for step, (_fraction, label, _batch) in fractions[name].items():
                 groups.setdefault(label, []).append(step)
             rows += [row(label, steps) for label, steps in sorted(groups.items(), key=lambda kv: kv[1][0])]
             rows.append(row("all steps", list(range(args.steps))))
@@ -363,12 +443,16 @@ def run_steps(model, args) -> list[dict]:
 
 def steps_table(rows: list[dict]) -> str:
     kernels = any("kernel_speedup" in r for r in rows)
+    batch = any("batch_ideal_speedup" in r for r in rows)
     lines = ["| mode | policy | steps that | steps | uncached s | cached s | speedup | ideal | of ideal |"
+             + (" batch ideal | of batch ideal |" if batch else "")
              + (" kernels: uncached s | cached s | speedup |" if kernels else ""),
-             "|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if kernels else "")]
+             "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if batch else "") + ("---|---|---|" if kernels else "")]
     for r in rows:
         line = (f"| {r['mode']} | {r['policy']} | {r['steps_reusing']} | {r['steps']} | {r['uncached_seconds']:.4f} | "
                 f"{r['cached_seconds']:.4f} | {r['speedup']:.3f}x | {r['ideal_speedup']:.2f}x | {r['of_ideal']:.1%} |")
+        if batch:
+            line += f" {r['batch_ideal_speedup']:.2f}x | {r['of_batch_ideal']:.1%} |"
         if kernels:
             line += (f" {r['uncached_kernel_seconds']:.4f} | {r['cached_kernel_seconds']:.4f} | "
                      f"{r['kernel_speedup']:.3f}x |")
@@ -377,16 +461,30 @@ def steps_table(rows: list[dict]) -> str:
 
 
 def table(cases: list[Case], baselines: dict[str, float]) -> str:
-    lines = ["| case | ideal speedup | latency s (median) | speedup | of ideal | graphs compiled after warm-up |",
-             "|---|---|---|---|---|---|"]
+    """One row per case. With launch counts, the launch ideal is the uncached case's launches over the case's: where
+    the host issuing launches bounds a generation, that, not the MAC ideal, is what a cache can realise."""
+    launches = {c.name.split(":")[0] if ":" in c.name else "": c.launches for c in cases if c.uncached}
+    with_launches = any(c.launches for c in cases)
+    checked = any(c.output_psnr is not None for c in cases)
+    lines = ["| case | ideal speedup | latency s (median) | speedup | of ideal |"
+             + (" launches | launch ideal | of launch ideal |" if with_launches else "")
+             + (" PSNR vs eager dB |" if checked else "") + " graphs compiled after warm-up |",
+             "|---|---|---|---|---|" + ("---|---|---|" if with_launches else "") + ("---|" if checked else "") + "---|"]
     for case in cases:
         median = statistics.median(case.times)
-        base = baselines[case.name.split(":")[0] if ":" in case.name else ""]
+        mode = case.name.split(":")[0] if ":" in case.name else ""
         ideal = 1 / case.fraction if case.fraction else float("nan")
-        speed = base / median
-        of_ideal = "-" if case.policy is None else f"{speed / ideal:.1%}"
+        speed = baselines[mode] / median
+        line = f"| {case.name} | {ideal:.2f}x | {median:.4f} | {speed:.3f}x | {'-' if case.uncached else f'{speed / ideal:.1%}'} |"
+        if with_launches:
+            base = launches.get(mode)
+            launch_ideal = base / case.launches if base and case.launches else float("nan")
+            line += (f" {case.launches} | {launch_ideal:.3f}x | "
+                     f"{'-' if case.uncached else f'{speed / launch_ideal:.1%}'} |")
+        if checked:
+            line += f" {'-' if case.output_psnr is None else f'{case.output_psnr:.2f}'} |"
         graphs = "-" if case.graphs_after_warmup is None else str(case.graphs_after_warmup)
-        lines.append(f"| {case.name} | {ideal:.2f}x | {median:.4f} | {speed:.3f}x | {of_ideal} | {graphs} |")
+        lines.append(line + f" {graphs} |")
     return "\n".join(lines)
 
 
@@ -397,17 +495,28 @@ def main(argv=None) -> None:
     p.add_argument("--prompts", type=int, default=1)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--modes", default="regional,whole", help="compile and steps parts: regional, whole (and, for "
-                   "steps, eager), comma-separated")
+    p.add_argument("--modes", default="regional,whole", help="compile and steps parts: regional, whole, "
+                   "whole-cudagraphs (the whole transformer compiled with mode='reduce-overhead') and, for steps, "
+                   "eager; comma-separated")
     p.add_argument("--policies", default="fastercache,pab", help="compile part: cached cases")
     p.add_argument("--cases", default="", help="eager part: only these cases (comma-separated names), e.g. "
                    "'uncached,hooks, never reuse' is written uncached,never")
+    p.add_argument("--diffusers", action="store_true", help="eager part: also diffusers' PAB and FasterCache, each "
+                   "beside cachelab's policy at the same schedule")
+    p.add_argument("--launches", action="store_true", help="eager part, on a GPU: count each case's kernel launches "
+                   "(one profiled generation) and show the launch ideal beside the MAC ideal")
+    p.add_argument("--check-outputs", action="store_true", help="compile part: compare each compiled case's output "
+                   "with the same case run eagerly (PSNR; inf when equal)")
     p.add_argument("--static-shapes", action="store_true",
                    help="compile part: no automatic dynamic shapes (CFG-Cache's half batches get graphs of their own)")
+    p.add_argument("--half-batch", action="store_true", help="steps part: also time the uncached model at half the "
+                   "prompts, and hold steps that ran half the batch (CFG-Cache) to it (the batch ideal)")
     p.add_argument("--device-time", action="store_true",
                    help="steps part, on a GPU: one more profiled generation per case, and each group's kernel time")
     p.add_argument("--trace-dir", type=Path, default=None, help="with --device-time: write each profiled "
                    "generation's Chrome trace (gzipped) here")
+    p.add_argument("--backend", default="inductor", help="compile and steps parts: torch.compile's backend "
+                   "(aot_eager checks the machinery on a CPU in seconds)")
     p.add_argument("--dtype", default=None, choices=[None, "bf16", "fp16", "fp32"])
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
@@ -418,6 +527,10 @@ def main(argv=None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.device_time and not torch.cuda.is_available():
         p.error("--device-time needs a CUDA device (it times the kernels each step launched)")
+    if args.half_batch and (args.prompts < 2 or args.prompts % 2):
+        p.error(f"--half-batch halves the prompts: --prompts must be even and at least 2, not {args.prompts}")
+    if args.backend != "inductor" and "whole-cudagraphs" in args.modes:
+        p.error("--modes whole-cudagraphs compiles with inductor's CUDA graphs: leave --backend at inductor")
     if args.trace_dir is not None:
         args.trace_dir.mkdir(parents=True, exist_ok=True)
     warnings.simplefilter("ignore", cachelab.NothingReusedWarning)  # the never-reusing row does so on purpose
@@ -455,14 +568,15 @@ def main(argv=None) -> None:
     cases = run_eager(model, args) if args.part == "eager" else run_compile(model, args)
     baselines = {}
     for case in cases:
-        if case.policy is None:
+        if case.uncached:
             baselines[case.name.split(":")[0] if ":" in case.name else ""] = statistics.median(case.times)
-    uncached = [c for c in cases if c.policy is None]
+    uncached = [c for c in cases if c.uncached]
     spread = {c.name: (min(c.times), max(c.times)) for c in uncached}
     md = table(cases, baselines)
     rows = [{"case": c.name, "policy": c.policy, "times": c.times, "computed_fraction": c.fraction,
              "graphs_compiled_after_warmup": c.graphs_after_warmup,
-             "first_generation_seconds": c.compile_seconds} for c in cases]
+             "first_generation_seconds": c.compile_seconds, "kernel_launches": c.launches,
+             "output_psnr_vs_eager": c.output_psnr} for c in cases]
     stem.with_suffix(".json").write_text(json.dumps({**meta, "spread": spread, "rows": rows}, indent=2))
     header = (f"{meta['device']}, {meta['date']}, commit {meta['commit'][:10]}, torch {meta['torch']}\n\n"
               f"`{meta['command']}`\n\n{args.model}, {args.prompts} prompt(s), {args.steps} steps, median of "

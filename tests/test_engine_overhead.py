@@ -34,12 +34,16 @@ def test_step_fractions_add_up_to_the_generation(engine_overhead, model):
     fractions = engine_overhead.step_fractions(stats)
     assert sorted(fractions) == list(range(6))
     # every step of one generation costs the same uncached, so the generation's fraction is the steps' mean
-    assert sum(f for f, _ in fractions.values()) / 6 == pytest.approx(stats.computed_fraction, rel=1e-9)
-    for step, (fraction, label) in fractions.items():
+    assert sum(f for f, _, _ in fractions.values()) / 6 == pytest.approx(stats.computed_fraction, rel=1e-9)
+    for step, (fraction, label, batch) in fractions.items():
         reused = sorted(kind for kind, (_c, r) in stats.by_step()[step].items() if r)
         assert (label == "computes all") == (not reused) == (fraction == 1.0)
         assert all(kind in label for kind in reused)
-    assert {label for _, label in fractions.values()} != {"computes all"}  # fastercache reused something
+        # CFG-Cache rebuilds the unconditional half: the denoiser computes half the samples on exactly those steps
+        assert (batch == 0.5) == ("denoiser" in label) and batch in (0.5, 1.0)
+        assert fraction <= batch
+    assert {label for _, label, _ in fractions.values()} != {"computes all"}  # fastercache reused something
+    assert any(batch == 0.5 for _, _, batch in fractions.values())
 
 
 def test_step_clock_marks_each_step_and_restores_the_scheduler(engine_overhead, model):
@@ -75,3 +79,48 @@ def test_step_ranges_profile_each_step_and_the_trace_is_written(engine_overhead,
     events = json.loads(gzip.decompress(trace.read_bytes()))["traceEvents"]
     names = {e.get("name") for e in events}
     assert {f"step_{i:03d}" for i in range(4)} <= names
+
+
+def test_half_batch_ideal_holds_cfg_cache_steps_to_the_half_batch(tmp_path):
+    """--half-batch: the uncached model also runs at half the prompts, and a CFG-Cache step's ideal is that time
+    (scaled by the MACs it computed of its half); steps that ran the whole batch keep their MAC ideal."""
+    run_script("engine_overhead.py", "--part", "steps", "--model", "tiny-random-cogvideox", "--prompts", "2",
+               "--steps", "6", "--repeats", "1", "--modes", "eager", "--policies", "fastercache", "--half-batch",
+               "--out", str(tmp_path))
+    rows = json.loads((tmp_path / "steps-tiny-random-cogvideox-eager.json").read_text())["rows"]
+    assert {r["policy"] for r in rows} == {"fastercache"}  # the half-batch run is a reference, not a row
+    for r in rows:
+        assert r["of_batch_ideal"] == pytest.approx(r["speedup"] / r["batch_ideal_speedup"])
+        if "denoiser" not in r["steps_reusing"] and r["steps_reusing"] != "all steps":
+            assert r["batch_ideal_speedup"] == pytest.approx(r["ideal_speedup"])
+    assert any("denoiser" in r["steps_reusing"] for r in rows)
+    assert "of batch ideal" in (tmp_path / "steps-tiny-random-cogvideox-eager.md").read_text()
+
+
+def test_eager_part_times_diffusers_caches_beside_their_cachelab_twins(tmp_path):
+    """--diffusers adds diffusers' PAB and FasterCache, each with MACs counted as it runs (not copied from the
+    cachelab twin at the same schedule), interleaved with the other cases."""
+    run_script("engine_overhead.py", "--part", "eager", "--model", "tiny-random-cogvideox", "--steps", "6",
+               "--repeats", "2", "--cases", "uncached,never", "--diffusers", "--out", str(tmp_path))
+    rows = {r["case"]: r for r in json.loads((tmp_path / "eager-tiny-random-cogvideox.json").read_text())["rows"]}
+    assert set(rows) == {"uncached", "hooks, never reuse", "pab (diffusers schedule)", "diffusers PAB",
+                         "fastercache (diffusers schedule)", "diffusers FasterCache"}
+    assert all(len(r["times"]) == 2 for r in rows.values())
+    assert rows["uncached"]["computed_fraction"] == 1.0 and rows["hooks, never reuse"]["computed_fraction"] == 1.0
+    for ours, theirs in [("pab (diffusers schedule)", "diffusers PAB"),
+                         ("fastercache (diffusers schedule)", "diffusers FasterCache")]:
+        assert 0 < rows[theirs]["computed_fraction"] < 1
+        assert rows[theirs]["computed_fraction"] == pytest.approx(rows[ours]["computed_fraction"], rel=1e-6)
+
+
+def test_compile_part_checks_compiled_outputs_against_eager(tmp_path):
+    """--check-outputs: each compiled case's output against the same case run eagerly (aot_eager keeps the
+    kernels, so the outputs are equal), and no graph compiled after the warm-up generation."""
+    run_script("engine_overhead.py", "--part", "compile", "--model", "tiny-random-cogvideox", "--steps", "4",
+               "--repeats", "1", "--modes", "whole", "--policies", "pab", "--backend", "aot_eager",
+               "--check-outputs", "--out", str(tmp_path))
+    rows = {r["case"]: r for r in json.loads((tmp_path / "compile-tiny-random-cogvideox-whole.json").read_text())["rows"]}
+    assert set(rows) == {"whole: uncached", "whole: pab"}
+    assert all(r["output_psnr_vs_eager"] == float("inf") for r in rows.values())
+    assert all(r["graphs_compiled_after_warmup"] == 0 for r in rows.values())
+    assert "PSNR vs eager dB" in (tmp_path / "compile-tiny-random-cogvideox-whole.md").read_text()
