@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils import flop_counter
 
 from cachelab.hooks.context import StepContext, StepTracker, plan_contexts
+from cachelab.hooks.graph_memory import StorageOwner
 from cachelab.hooks.history import CLOCK, History, tree_leaves
 from cachelab.errors import NothingReusedWarning, PolicyError
 from cachelab.hooks.parallel import ContextParallel, check_split_inputs, context_parallel_of
@@ -526,6 +527,7 @@ class _DenoiserHook(_OutsideGraphs, ModuleHook):
         runtime.drop_prepared()  # after an exception: nothing of this call is kept (else settled already)
         runtime.ctx = None
         self._pending = None
+        runtime.own_stored()
         if runtime.track_cache:
             runtime.sample_cache()
 
@@ -663,6 +665,7 @@ class Runtime:
         self._preparable: dict[str, list[_SiteHook]] = {}
         self._prepared: list[_SiteHook] = []  # the hooks holding a decision for the running denoiser call
         self._raised_limit: tuple[str, int] | None = None  # dynamo's recompile limit before cachelab raised it
+        self._storage_owner = StorageOwner()  # stored tensors that CUDA graphs would overwrite get copied
         for site, controller in assignments:
             self.slots[site.key] = _SiteSlot(site, controller, site.module.forward)
         try:
@@ -725,6 +728,18 @@ class Runtime:
             NothingReusedWarning,
             stacklevel=2,
         )
+
+    def own_stored(self) -> None:
+        """After a denoiser call: copy stored tensors that may live in CUDA-graph memory, which the denoiser's
+        next replay would overwrite (see :mod:`cachelab.hooks.graph_memory`). Nothing is copied without CUDA
+        graphs, and a tensor is copied once."""
+        owner = self._storage_owner
+        owner.forget_devices()
+        if not owner.graphs_loaded():
+            return
+        for slot in self.slots.values():
+            slot.history.replace_values(owner.own)
+            owner.own(slot.state)
 
     def reset_state(self) -> None:
         for slot in self.slots.values():

@@ -131,6 +131,15 @@ class History:
     def clear(self) -> None:
         self._by_branch.clear()
 
+    def replace_values(self, fn: Callable[[Tree], Tree]) -> None:
+        """Replace every kept value by ``fn(value)`` (each entry once, however many branches read it)."""
+        seen: set[int] = set()
+        for entries in self._by_branch.values():
+            for e in entries:
+                if id(e) not in seen:
+                    seen.add(id(e))
+                    e.value = fn(e.value)
+
     def tensors(self) -> list[torch.Tensor]:
         seen: dict[int, _Entry] = {}
         for entries in self._by_branch.values():

@@ -1,0 +1,109 @@
+"""Stored values outlive CUDA graphs: while CUDA graphs run on a device, every tensor a policy keeps is copied into
+storage of its own at the end of the denoiser call, since the next replay of a denoiser compiled with
+``mode="reduce-overhead"`` overwrites its outputs. CUDA graphs need a GPU (the benchmark's ``whole-cudagraphs``
+mode runs them); here the check that says whether they are in use is forced on, on the CPU."""
+
+from collections import namedtuple
+
+import pytest
+import torch
+
+import cachelab
+from cachelab.hooks import graph_memory
+from cachelab.hooks.graph_memory import StorageOwner
+from cachelab.hooks.history import tree_leaves
+from tiny_transformers import TINY_TRANSFORMERS
+
+STEPS = 6
+TIMESTEPS = torch.linspace(950, 50, STEPS).tolist()
+EVERYWHERE = {"window": [0, 1]}
+POLICIES = {
+    "pab": {"spatial_interval": 2, "joint_interval": 2, **EVERYWHERE},
+    "fastercache": {"dynamic": {"interval": 2, **EVERYWHERE}, "cfg_cache": {"interval": 2, **EVERYWHERE}},
+    "cfg_cache": {"interval": 2, **EVERYWHERE},
+    "dbcache": {"fn": 1, "bn": 0, "warmup_steps": 1, "threshold": 10.0},
+    "taylorseer": {"interval": 2, "warmup_steps": 1, "max_order": 2},
+}
+
+
+@pytest.fixture
+def graphs_in_use(monkeypatch):
+    monkeypatch.setattr(StorageOwner, "graphs_loaded", staticmethod(lambda: True))
+    monkeypatch.setattr(graph_memory, "cuda_graphs_in_use", lambda device: True)
+
+
+def test_owner_copies_each_tensor_once_and_keeps_containers(graphs_in_use):
+    Pair = namedtuple("Pair", "a b")
+    x, y = torch.randn(3), torch.randn(2)
+    inner = [x]
+    tree = {"list": inner, "pair": Pair(y, 1), "shape": torch.Size([2, 3]), "n": 4}
+    owner = StorageOwner()
+    out = owner.own(tree)
+    assert out is tree and tree["list"] is inner  # dicts and lists updated in place
+    assert isinstance(tree["pair"], Pair) and tree["pair"].b == 1
+    assert tree["shape"] == torch.Size([2, 3]) and tree["n"] == 4
+    copied = [inner[0], tree["pair"].a]
+    for new, old in zip(copied, (x, y)):
+        assert torch.equal(new, old) and new.untyped_storage().data_ptr() != old.untyped_storage().data_ptr()
+    owner.forget_devices()
+    assert owner.own(tree) is tree and inner[0] is copied[0] and tree["pair"].a is copied[1]  # owned: not again
+
+
+def test_owner_copies_nothing_without_cuda_graphs():
+    x = torch.randn(3)
+    tree = {"x": x, "t": (x,)}
+    owner = StorageOwner()
+    assert not StorageOwner.graphs_loaded() or not graph_memory.cuda_graphs_in_use(x.device)
+    assert owner.own(tree)["x"] is x and tree["t"][0] is x
+
+
+def _stored(handle) -> list[torch.Tensor]:
+    runtime = handle.runtime
+    return [t for slot in runtime.slots.values() for t in slot.history.tensors() + tree_leaves(list(slot.state.values()))]
+
+
+def _storages(tensors) -> set[int]:
+    return {t.untyped_storage().data_ptr() for t in tensors}
+
+
+@pytest.mark.parametrize("policy", list(POLICIES))
+@pytest.mark.parametrize("cfg", ["batched", "two calls"])
+def test_stored_tensors_get_their_own_storage_while_cuda_graphs_run(policy, cfg, monkeypatch):
+    """Forced on, no stored tensor shares storage with what a module returned, and outputs are unchanged;
+    forced off, some do (which is what CUDA graphs would overwrite), so the check can fail."""
+    spec = TINY_TRANSFORMERS["cogvideox"]
+    calls = []
+    for t in TIMESTEPS:
+        kw = spec.inputs(2, t)
+        kw["hidden_states"] = torch.cat([kw["hidden_states"][:1]] * 2)
+        if cfg == "batched":
+            calls.append(kw)
+        else:  # diffusers' two-call CFG style: the unconditional call, then the conditional one
+            calls += [{k: (v[:1] if isinstance(v, torch.Tensor) and v.shape[:1] == (2,) else v) for k, v in kw.items()},
+                      {k: (v[1:] if isinstance(v, torch.Tensor) and v.shape[:1] == (2,) else v) for k, v in kw.items()}]
+    results, shared = {}, {}
+    for forced in (False, True):
+        with monkeypatch.context() as m:
+            if forced:
+                m.setattr(StorageOwner, "graphs_loaded", staticmethod(lambda: True))
+                m.setattr(graph_memory, "cuda_graphs_in_use", lambda device: True)
+            model = spec.build()
+            returned = []  # every tensor a module handed back, kept alive so no later one reuses its storage
+            handles = [module.register_forward_hook(lambda mod, args, out: returned.extend(tree_leaves(out)))
+                       for module in model.modules()]
+            with cachelab.apply(model, policy, num_steps=STEPS, **POLICIES[policy]) as handle:
+                outs, overlap = [], 0
+                with torch.no_grad():
+                    for kw in calls:
+                        outs.append(model(**kw)[0])
+                        # a reused value is a stored copy handed back again: only what modules computed counts
+                        computed = [t for t in returned if not handle.runtime._storage_owner.owns(t)]
+                        overlap += len(_storages(_stored(handle)) & _storages(computed))
+                assert handle.stats().computed_fraction < 1.0, policy
+            for h in handles:
+                h.remove()
+            results[forced], shared[forced] = torch.stack(outs), overlap
+    assert torch.equal(results[True], results[False])
+    assert shared[True] == 0, f"{policy}: {shared[True]} stored tensors share storage with module outputs"
+    if (policy, cfg) != ("cfg_cache", "batched"):  # there CFG-Cache keeps only a difference it computes itself
+        assert shared[False] > 0, f"{policy}: the check cannot fail (nothing stored aliases an output)"
