@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import re
 import statistics
 import time
 import warnings
@@ -399,8 +400,9 @@ def run_steps(model, args) -> list[dict]:
                     runs.append(clock.seconds())
                 per_case[name] = runs
                 if args.device_time:
-                    trace = args.trace_dir / f"trace-{args.model}-{mode}-{name}.json.gz" if args.trace_dir else None
-                    device_time[name] = device_seconds_per_step(generate, model.target.scheduler, args.steps, trace)
+                    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)  # "uncached, half the prompts" is no file name
+                    trace = args.trace_dir / f"trace-{args.model}-{mode}-{slug}.json.gz" if args.trace_dir else None
+                    device_time[name] = device_seconds_per_step(run, model.target.scheduler, args.steps, trace)
             _uncompile(model.transformer)
         base = [statistics.median(run[i] for run in per_case["uncached"]) for i in range(args.steps)]
         half_base = ([statistics.median(run[i] for run in per_case[HALF_BATCH]) for i in range(args.steps)]

@@ -4,6 +4,7 @@ writes its table."""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -95,6 +96,29 @@ def test_half_batch_ideal_holds_cfg_cache_steps_to_the_half_batch(tmp_path):
             assert r["batch_ideal_speedup"] == pytest.approx(r["ideal_speedup"])
     assert any("denoiser" in r["steps_reusing"] for r in rows)
     assert "of batch ideal" in (tmp_path / "steps-tiny-random-cogvideox-eager.md").read_text()
+
+
+def test_device_time_profiles_each_case_at_its_own_batch(engine_overhead, model, tmp_path, monkeypatch):
+    """--device-time with --half-batch: the half-batch reference is profiled at half the prompts (it once profiled
+    the whole batch), and every case's trace gets a file name without spaces or commas. (The script asks for a
+    GPU for --device-time; its steps part is called directly here.)"""
+    profiled = []  # prompts per generation that ran under the profiler
+    generate = model.generate
+
+    def counting(prompts, *rest):
+        if torch.autograd.profiler._is_profiler_enabled:
+            profiled.append(len(prompts))
+        return generate(prompts, *rest)
+
+    monkeypatch.setattr(model, "generate", counting)
+    args = argparse.Namespace(model="tiny-random-cogvideox", prompts=2, steps=4, repeats=1, modes=["eager"],
+                              policies=["fastercache"], half_batch=True, device_time=True, backend="inductor",
+                              trace_dir=tmp_path)
+    rows = engine_overhead.run_steps(model, args)
+    assert profiled == [2, 1, 2]  # uncached, half the prompts, fastercache
+    assert all("cached_kernel_seconds" in r for r in rows)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len(names) == 3 and not any(" " in n or "," in n for n in names), names
 
 
 def test_eager_part_times_diffusers_caches_beside_their_cachelab_twins(tmp_path):
