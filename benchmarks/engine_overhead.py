@@ -16,7 +16,8 @@ Parts (one per run, so that each fits a short job):
   run are grouped by what they reused, and each group's time is compared with the same steps of the uncached run
   (same mode) and with the group's own MAC ideal. ``--modes`` takes ``eager`` too. ``--device-time`` adds one
   profiled generation per case (torch.profiler, the device synchronised after every step) and the time the
-  device's kernels took in each group: a step that is slower while its kernels are not is waiting on the host.
+  device's kernels took in each group (their summed durations, the device's busy time): a step that is slower
+  while its kernels are not is waiting on the host.
   ``--trace-dir`` also writes each profiled generation's Chrome trace (gzipped) there.
 
 usage: python benchmarks/engine_overhead.py --part eager --model tiny-cogvideox --out OUT_DIR
@@ -26,6 +27,7 @@ Writes ``<part>-<model>.json`` and ``.md`` into OUT_DIR.
 from __future__ import annotations
 
 import argparse
+import bisect
 import datetime
 import json
 import re
@@ -351,24 +353,45 @@ class _StepRanges:
         self.range.__exit__(None, None, None)
 
 
+def kernels_per_step(events: list[dict], steps: int) -> list[tuple[int, float]]:
+    """Per ``step_NNN`` range of a Chrome trace's events: how many kernels it launched, and their summed duration
+    in seconds, the device's busy time. (A range's own device time in the profiler spans its first to its last
+    kernel, idle gaps included, so on a host-bound step it is the step's wall time, not its kernels'.) A kernel
+    belongs to the step whose range holds the host call that launched it (matched by correlation id)."""
+    ranges = sorted((e["ts"], e["ts"] + e["dur"], e["name"]) for e in events
+                    if e.get("cat") == "user_annotation" and str(e.get("name", "")).startswith("step_"))
+    launches = {e["args"]["correlation"]: e["ts"] for e in events
+                if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})}
+    starts = [r[0] for r in ranges]
+    out: dict[str, tuple[int, float]] = {}
+    for k in events:
+        if k.get("cat") != "kernel":
+            continue
+        ts = launches.get(k.get("args", {}).get("correlation"))
+        i = bisect.bisect_right(starts, ts) - 1 if ts is not None else -1
+        if i >= 0 and ts <= ranges[i][1]:
+            count, busy = out.get(ranges[i][2], (0, 0.0))
+            out[ranges[i][2]] = (count + 1, busy + k["dur"] / 1e6)
+    return [out.get(f"step_{i:03d}", (0, 0.0)) for i in range(steps)]
+
+
 def device_seconds_per_step(generate, scheduler, steps: int, trace: Path | None = None) -> list[float]:
-    """The device time of the kernels each step launched, from one profiled generation."""
+    """The device's busy time in each step (summed kernel durations), from one profiled generation."""
+    import gzip
+    import tempfile
+
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         with _StepRanges(scheduler):
             generate()
-    if trace is not None:
-        import gzip
-        import shutil
-
-        plain = trace.with_suffix("")
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = Path(tmp) / "trace.json"
         prof.export_chrome_trace(str(plain))
-        with plain.open("rb") as src, gzip.open(trace, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-        plain.unlink()
-    totals = {e.key: e.device_time_total / 1e6 for e in prof.key_averages() if e.key.startswith("step_")}
-    return [totals.get(f"step_{i:03d}", 0.0) for i in range(steps)]
+        text = plain.read_bytes()
+    if trace is not None:
+        trace.write_bytes(gzip.compress(text))
+    return [busy for _, busy in kernels_per_step(json.loads(text)["traceEvents"], steps)]
 
 
 HALF_BATCH = "uncached, half the prompts"
@@ -448,7 +471,7 @@ def steps_table(rows: list[dict]) -> str:
     batch = any("batch_ideal_speedup" in r for r in rows)
     lines = ["| mode | policy | steps that | steps | uncached s | cached s | speedup | ideal | of ideal |"
              + (" batch ideal | of batch ideal |" if batch else "")
-             + (" kernels: uncached s | cached s | speedup |" if kernels else ""),
+             + (" kernels busy: uncached s | cached s | speedup |" if kernels else ""),
              "|---|---|---|---|---|---|---|---|---|" + ("---|---|" if batch else "") + ("---|---|---|" if kernels else "")]
     for r in rows:
         line = (f"| {r['mode']} | {r['policy']} | {r['steps_reusing']} | {r['steps']} | {r['uncached_seconds']:.4f} | "

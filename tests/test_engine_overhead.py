@@ -82,6 +82,50 @@ def test_step_ranges_profile_each_step_and_the_trace_is_written(engine_overhead,
     assert {f"step_{i:03d}" for i in range(4)} <= names
 
 
+def test_kernels_per_step_sum_the_kernels_each_step_launched(engine_overhead):
+    """A step's device time is its kernels' summed durations, each kernel counted in the step whose range holds
+    its launch (kernels run after their launch, possibly after the range ended); idle gaps count for nothing."""
+    events = [
+        {"cat": "user_annotation", "name": "step_000", "ts": 0, "dur": 100},
+        {"cat": "user_annotation", "name": "step_001", "ts": 100, "dur": 100},
+        {"cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": 10, "dur": 2, "args": {"correlation": 1}},
+        {"cat": "cuda_driver", "name": "cuLaunchKernel", "ts": 90, "dur": 2, "args": {"correlation": 2}},
+        {"cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": 150, "dur": 2, "args": {"correlation": 3}},
+        {"cat": "kernel", "name": "a", "ts": 20, "dur": 30, "args": {"correlation": 1}},
+        {"cat": "kernel", "name": "b", "ts": 120, "dur": 40, "args": {"correlation": 2}},  # runs in step 1's range
+        {"cat": "kernel", "name": "c", "ts": 300, "dur": 5, "args": {"correlation": 3}},
+        {"cat": "kernel", "name": "d", "ts": 400, "dur": 7, "args": {"correlation": 99}},  # no launch seen
+        {"cat": "gpu_user_annotation", "name": "step_001", "ts": 120, "dur": 185},  # a span, not busy time
+    ]
+    counts, busy = zip(*engine_overhead.kernels_per_step(events, 3))
+    assert counts == (2, 1, 0) and busy == pytest.approx((70e-6, 5e-6, 0.0))
+
+
+def test_trace_steps_tables_busy_time_against_each_range(tmp_path, capsys):
+    import gzip
+
+    trace_steps = benchmark_module("trace_steps")
+    events = [
+        {"cat": "user_annotation", "name": "step_000", "ts": 0, "dur": 1000},
+        {"cat": "user_annotation", "name": "step_001", "ts": 1000, "dur": 4000},
+        {"cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": 10, "dur": 2, "args": {"correlation": 1}},
+        {"cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": 1010, "dur": 2, "args": {"correlation": 2}},
+        {"cat": "kernel", "name": "a", "ts": 20, "dur": 800, "args": {"correlation": 1}},
+        {"cat": "kernel", "name": "b", "ts": 1020, "dur": 1000, "args": {"correlation": 2}},
+    ]
+    path = tmp_path / "trace-x.json.gz"
+    path.write_bytes(gzip.compress(json.dumps({"traceEvents": events}).encode()))
+    trace_steps.main([str(path)])
+    out = capsys.readouterr().out
+    assert "| 0 | 1 | 0.80 | 1.00 | 80% |" in out and "| 1 | 1 | 1.00 | 4.00 | 25% |" in out
+    assert "| all | 2 | 1.8 | 5.0 | 36% |" in out
+    empty = tmp_path / "empty.json.gz"
+    empty.write_bytes(gzip.compress(b'{"traceEvents": []}'))
+    with pytest.raises(SystemExit):
+        trace_steps.main([str(empty)])
+    assert "no step_NNN ranges" in capsys.readouterr().err
+
+
 def test_half_batch_ideal_holds_cfg_cache_steps_to_the_half_batch(tmp_path):
     """--half-batch: the uncached model also runs at half the prompts, and a CFG-Cache step's ideal is that time
     (scaled by the MACs it computed of its half); steps that ran the whole batch keep their MAC ideal."""
