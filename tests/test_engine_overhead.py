@@ -82,18 +82,22 @@ def test_step_ranges_profile_each_step_and_the_trace_is_written(engine_overhead,
     assert {f"step_{i:03d}" for i in range(4)} <= names
 
 
+def trace_events(ranges, kernels) -> list[dict]:
+    """Chrome-trace events as torch.profiler writes them: step ranges (start, duration) and kernels (launch time,
+    start, duration), each kernel tied to its launch by a correlation id (1, 2, ...)."""
+    events = [{"cat": "user_annotation", "name": f"step_{i:03d}", "ts": ts, "dur": dur} for i, (ts, dur) in enumerate(ranges)]
+    for corr, (launch, start, dur) in enumerate(kernels, 1):
+        events += [{"cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": launch, "dur": 2, "args": {"correlation": corr}},
+                   {"cat": "kernel", "name": f"k{corr}", "ts": start, "dur": dur, "args": {"correlation": corr}}]
+    return events
+
+
 def test_kernels_per_step_sum_the_kernels_each_step_launched(engine_overhead):
     """A step's device time is its kernels' summed durations, each kernel counted in the step whose range holds
     its launch (kernels run after their launch, possibly after the range ended); idle gaps count for nothing."""
-    events = [
-        {"cat": "user_annotation", "name": "step_000", "ts": 0, "dur": 100},
-        {"cat": "user_annotation", "name": "step_001", "ts": 100, "dur": 100},
-        {"cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": 10, "dur": 2, "args": {"correlation": 1}},
-        {"cat": "cuda_driver", "name": "cuLaunchKernel", "ts": 90, "dur": 2, "args": {"correlation": 2}},
-        {"cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": 150, "dur": 2, "args": {"correlation": 3}},
-        {"cat": "kernel", "name": "a", "ts": 20, "dur": 30, "args": {"correlation": 1}},
-        {"cat": "kernel", "name": "b", "ts": 120, "dur": 40, "args": {"correlation": 2}},  # runs in step 1's range
-        {"cat": "kernel", "name": "c", "ts": 300, "dur": 5, "args": {"correlation": 3}},
+    events = trace_events(ranges=[(0, 100), (100, 100)], kernels=[(10, 20, 30), (90, 120, 40), (150, 300, 5)])
+    events[4]["cat"] = "cuda_driver"  # the second kernel launched through the driver API (Triton's kernels are)
+    events += [
         {"cat": "kernel", "name": "d", "ts": 400, "dur": 7, "args": {"correlation": 99}},  # no launch seen
         {"cat": "gpu_user_annotation", "name": "step_001", "ts": 120, "dur": 185},  # a span, not busy time
     ]
@@ -105,14 +109,7 @@ def test_trace_steps_tables_busy_time_against_each_range(tmp_path, capsys):
     import gzip
 
     trace_steps = benchmark_module("trace_steps")
-    events = [
-        {"cat": "user_annotation", "name": "step_000", "ts": 0, "dur": 1000},
-        {"cat": "user_annotation", "name": "step_001", "ts": 1000, "dur": 4000},
-        {"cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": 10, "dur": 2, "args": {"correlation": 1}},
-        {"cat": "cuda_runtime", "name": "cudaLaunchKernel", "ts": 1010, "dur": 2, "args": {"correlation": 2}},
-        {"cat": "kernel", "name": "a", "ts": 20, "dur": 800, "args": {"correlation": 1}},
-        {"cat": "kernel", "name": "b", "ts": 1020, "dur": 1000, "args": {"correlation": 2}},
-    ]
+    events = trace_events(ranges=[(0, 1000), (1000, 4000)], kernels=[(10, 20, 800), (1010, 1020, 1000)])
     path = tmp_path / "trace-x.json.gz"
     path.write_bytes(gzip.compress(json.dumps({"traceEvents": events}).encode()))
     trace_steps.main([str(path)])
