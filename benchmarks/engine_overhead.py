@@ -353,13 +353,18 @@ class _StepRanges:
         self.range.__exit__(None, None, None)
 
 
+def step_ranges(events: list[dict]) -> list[tuple[float, float, str]]:
+    """The ``step_NNN`` ranges of a Chrome trace's host events, as (start, end, name) in microseconds, in order."""
+    return sorted((e["ts"], e["ts"] + e["dur"], e["name"]) for e in events
+                  if e.get("cat") == "user_annotation" and str(e.get("name", "")).startswith("step_"))
+
+
 def kernels_per_step(events: list[dict], steps: int) -> list[tuple[int, float]]:
     """Per ``step_NNN`` range of a Chrome trace's events: how many kernels it launched, and their summed duration
     in seconds, the device's busy time. (A range's own device time in the profiler spans its first to its last
     kernel, idle gaps included, so on a host-bound step it is the step's wall time, not its kernels'.) A kernel
     belongs to the step whose range holds the host call that launched it (matched by correlation id)."""
-    ranges = sorted((e["ts"], e["ts"] + e["dur"], e["name"]) for e in events
-                    if e.get("cat") == "user_annotation" and str(e.get("name", "")).startswith("step_"))
+    ranges = step_ranges(events)
     launches = {e["args"]["correlation"]: e["ts"] for e in events
                 if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})}
     starts = [r[0] for r in ranges]

@@ -16,12 +16,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_overhead import kernels_per_step  # noqa: E402
+from engine_overhead import kernels_per_step, step_ranges  # noqa: E402
 
 
 def step_rows(events: list[dict]) -> list[dict]:
-    ranges = {e["name"]: e["dur"] / 1e6 for e in events
-              if e.get("cat") == "user_annotation" and str(e.get("name", "")).startswith("step_")}
+    ranges = {name: (end - start) / 1e6 for start, end, name in step_ranges(events)}
     steps = len(ranges)
     return [{"step": i, "kernels": count, "busy_ms": busy * 1e3, "range_ms": ranges.get(f"step_{i:03d}", 0.0) * 1e3}
             for i, (count, busy) in enumerate(kernels_per_step(events, steps))]

@@ -26,10 +26,15 @@ POLICIES = {
 }
 
 
+def force_cuda_graphs(patch) -> None:
+    """Make the runtime believe CUDA graphs run on every device (``patch``: a monkeypatch or its context)."""
+    patch.setattr(StorageOwner, "graphs_loaded", staticmethod(lambda: True))
+    patch.setattr(graph_memory, "cuda_graphs_in_use", lambda device: True)
+
+
 @pytest.fixture
 def graphs_in_use(monkeypatch):
-    monkeypatch.setattr(StorageOwner, "graphs_loaded", staticmethod(lambda: True))
-    monkeypatch.setattr(graph_memory, "cuda_graphs_in_use", lambda device: True)
+    force_cuda_graphs(monkeypatch)
 
 
 def test_owner_copies_each_tensor_once_and_keeps_containers(graphs_in_use):
@@ -57,11 +62,6 @@ def test_owner_copies_nothing_without_cuda_graphs():
     assert owner.own(tree)["x"] is x and tree["t"][0] is x
 
 
-def _stored(handle) -> list[torch.Tensor]:
-    runtime = handle.runtime
-    return [t for slot in runtime.slots.values() for t in slot.history.tensors() + tree_leaves(list(slot.state.values()))]
-
-
 def _storages(tensors) -> set[int]:
     return {t.untyped_storage().data_ptr() for t in tensors}
 
@@ -79,14 +79,13 @@ def test_stored_tensors_get_their_own_storage_while_cuda_graphs_run(policy, cfg,
         if cfg == "batched":
             calls.append(kw)
         else:  # diffusers' two-call CFG style: the unconditional call, then the conditional one
-            calls += [{k: (v[:1] if isinstance(v, torch.Tensor) and v.shape[:1] == (2,) else v) for k, v in kw.items()},
-                      {k: (v[1:] if isinstance(v, torch.Tensor) and v.shape[:1] == (2,) else v) for k, v in kw.items()}]
+            calls += [{k: (v[half] if isinstance(v, torch.Tensor) and v.shape[:1] == (2,) else v) for k, v in kw.items()}
+                      for half in (slice(0, 1), slice(1, 2))]
     results, shared = {}, {}
     for forced in (False, True):
         with monkeypatch.context() as m:
             if forced:
-                m.setattr(StorageOwner, "graphs_loaded", staticmethod(lambda: True))
-                m.setattr(graph_memory, "cuda_graphs_in_use", lambda device: True)
+                force_cuda_graphs(m)
             model = spec.build()
             returned = []  # every tensor a module handed back, kept alive so no later one reuses its storage
             handles = [module.register_forward_hook(lambda mod, args, out: returned.extend(tree_leaves(out)))
@@ -98,7 +97,7 @@ def test_stored_tensors_get_their_own_storage_while_cuda_graphs_run(policy, cfg,
                         outs.append(model(**kw)[0])
                         # a reused value is a stored copy handed back again: only what modules computed counts
                         computed = [t for t in returned if not handle.runtime._storage_owner.owns(t)]
-                        overlap += len(_storages(_stored(handle)) & _storages(computed))
+                        overlap += len(_storages(handle.runtime.stored_tensors()) & _storages(computed))
                 assert handle.stats().computed_fraction < 1.0, policy
             for h in handles:
                 h.remove()

@@ -925,13 +925,13 @@ class Runtime:
             out[key] = plan_site(slot.controller, slot.site, contexts)[0]
         return out
 
+    def stored_tensors(self) -> list[torch.Tensor]:
+        """Every tensor the sites keep now: their histories and controllers' free-form state."""
+        return [t for slot in self.slots.values() for t in slot.history.tensors() + tree_leaves(list(slot.state.values()))]
+
     def cache_bytes(self) -> int:
         """Bytes of device storage that stored values keep alive now (a slice keeps its whole storage)."""
-        storages: dict[int, int] = {}
-        for slot in self.slots.values():
-            for t in slot.history.tensors() + tree_leaves(list(slot.state.values())):
-                storage = t.untyped_storage()
-                storages[storage.data_ptr()] = storage.nbytes()
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in self.stored_tensors()}
         return sum(storages.values())
 
     def sample_cache(self) -> None:

@@ -131,21 +131,17 @@ class History:
     def clear(self) -> None:
         self._by_branch.clear()
 
+    def _entries(self) -> list[_Entry]:
+        """Every kept entry once, however many branches read it."""
+        return list({id(e): e for entries in self._by_branch.values() for e in entries}.values())
+
     def replace_values(self, fn: Callable[[Tree], Tree]) -> None:
-        """Replace every kept value by ``fn(value)`` (each entry once, however many branches read it)."""
-        seen: set[int] = set()
-        for entries in self._by_branch.values():
-            for e in entries:
-                if id(e) not in seen:
-                    seen.add(id(e))
-                    e.value = fn(e.value)
+        """Replace every kept value by ``fn(value)``."""
+        for e in self._entries():
+            e.value = fn(e.value)
 
     def tensors(self) -> list[torch.Tensor]:
-        seen: dict[int, _Entry] = {}
-        for entries in self._by_branch.values():
-            for e in entries:
-                seen[id(e)] = e
-        return [leaf for e in seen.values() for leaf in tree_leaves(e.value)]
+        return [leaf for e in self._entries() for leaf in tree_leaves(e.value)]
 
     def slices(self) -> list[tuple[dict[str, int], str, int]]:
         """Per kept branch slice: its entry's read record (live: later reads land in it), the branch, its bytes."""
