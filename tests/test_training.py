@@ -109,3 +109,46 @@ def test_input_perturbation_noises_the_input_but_not_the_target(monkeypatch, tmp
         torch.testing.assert_close(loss, target.pow(2).mean())
         seen[gamma] = captured["xt"]
     assert not torch.allclose(seen[0.0], seen[0.5])
+
+
+def test_a_larger_model_keeps_its_architecture_through_resume_and_init_from(tmp_path):
+    """--config shapes a new model; the checkpoint records it, so --resume and --init-from rebuild that model
+    (not the bundled size) and the exported pipeline loads as it was trained."""
+    first, resumed, started = tmp_path / "first", tmp_path / "resumed", tmp_path / "started"
+    main(["--model", "latte", "--tiny", "--out", str(first), "--max-steps", "1", "--batch", "4",
+          "--config", '{"num_layers": 3}'])
+    main(["--model", "latte", "--tiny", "--out", str(resumed), "--max-steps", "1", "--batch", "4", "--resume", str(first)])
+    main(["--model", "latte", "--tiny", "--out", str(started), "--max-steps", "1", "--batch", "4",
+          "--init-from", str(resumed / "pipeline")])
+    for run in (first, resumed, started):
+        pipe = load_pipeline(run / "pipeline", dtype=torch.float32)
+        assert len(pipe.transformer.transformer_blocks) == 3
+        assert len(pipe.transformer.temporal_transformer_blocks) == 3
+    assert [json.loads(line)["step"] for line in (resumed / "log.jsonl").read_text().splitlines()][-1] == 2
+
+
+@pytest.mark.parametrize("config,message", [
+    ('{"num_layer": 12}', r"\['num_layer'\] are not config parameters of the latte transformer"),
+    ("[12]", "expected a JSON object"),
+    ("{num_layers: 12}", "not JSON"),
+])
+def test_config_overrides_are_checked(tmp_path, capsys, config, message):
+    with pytest.raises(SystemExit):
+        main(["--model", "latte", "--tiny", "--out", str(tmp_path / "x"), "--config", config])
+    assert __import__("re").search(message, capsys.readouterr().err)
+
+
+def test_config_is_refused_when_a_checkpoint_sets_the_architecture(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["--model", "latte", "--tiny", "--out", str(tmp_path / "x"), "--config", '{"num_layers": 3}',
+              "--init-from", str(tmp_path)])
+    assert "continue the architecture their checkpoint holds" in capsys.readouterr().err
+
+
+def test_exported_transformer_is_sharded_under_16_mb(tmp_path):
+    """A GPU job returns files under 16 MiB each: a transformer larger than that is exported in shards."""
+    main(["--model", "latte", "--tiny", "--out", str(tmp_path), "--max-steps", "0",
+          "--config", '{"num_attention_heads": 16, "attention_head_dim": 64, "cross_attention_dim": 1024}'])
+    files = list((tmp_path / "pipeline" / "transformer").glob("*.safetensors"))
+    assert len(files) > 1 and all(f.stat().st_size < 16 * 2**20 for f in files)
+    assert load_pipeline(tmp_path / "pipeline", dtype=torch.float32).transformer.config.num_attention_heads == 16

@@ -116,16 +116,20 @@ def text_components(seed: int = 0):
     return tokenizer, encoder
 
 
-def new_transformer(kind: str, config_overrides: dict | None = None):
-    """A freshly initialised transformer for training: xavier linears, zeroed output projections."""
+def transformer_class(kind: str):
+    """The diffusers transformer class of a bundled model kind."""
     from diffusers import CogVideoXTransformer3DModel, LatteTransformer3DModel
 
-    if kind == "latte":
-        model = LatteTransformer3DModel(**{**TINY_LATTE_CONFIG, **(config_overrides or {})})
-    elif kind == "cogvideox":
-        model = CogVideoXTransformer3DModel(**{**TINY_COGVIDEOX_CONFIG, **(config_overrides or {})})
-    else:
+    classes = {"latte": LatteTransformer3DModel, "cogvideox": CogVideoXTransformer3DModel}
+    if kind not in classes:
         raise ValueError(f"unknown bundled model kind {kind!r}; expected 'latte' or 'cogvideox'")
+    return classes[kind]
+
+
+def new_transformer(kind: str, config_overrides: dict | None = None):
+    """A freshly initialised transformer for training: xavier linears, zeroed output projections."""
+    base = TINY_LATTE_CONFIG if kind == "latte" else TINY_COGVIDEOX_CONFIG
+    model = transformer_class(kind)(**{**base, **(config_overrides or {})})
     for module in model.modules():
         if isinstance(module, torch.nn.Linear):
             torch.nn.init.xavier_uniform_(module.weight)

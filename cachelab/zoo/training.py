@@ -8,7 +8,9 @@ the whole (multi-job) budget, bf16 autocast and compiled blocks on a GPU, EMA we
 Resumable across jobs: a run writes its EMA weights (fp32, safetensors shards under 16 MB, progress in their
 metadata) to ``--out``; ``--resume DIR`` starts the next job from them (the optimiser restarts with a short warm-up).
 ``--init-from PIPELINE_DIR`` starts from a saved pipeline's transformer instead (the shipped bf16 weights, upcast
-to fp32), taking the steps and minutes already trained from that directory's ``training-log.jsonl``. Every
+to fp32), taking the steps and minutes already trained from that directory's ``training-log.jsonl``. A larger or
+smaller model than the bundled one is ``--config '{"num_layers": 12}'`` (transformer config overrides); checkpoints
+record it, so ``--resume`` and ``--init-from`` rebuild the architecture they hold. Every
 ``--probe-every`` steps it logs how much each prompt word moves the prediction (colour, shape, direction), so a
 word the model learns to ignore shows up early. ``--input-perturbation GAMMA`` trains against exposure bias (a
 model that denoises well in one step but drifts on its own sampling path).
@@ -19,6 +21,7 @@ Run ``python -m cachelab.zoo.training --help``; ``--tiny`` is a seconds-long CPU
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import random
@@ -50,6 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--init-from", type=Path, default=None, metavar="PIPELINE_DIR",
                    help="a saved pipeline (e.g. cachelab/zoo/weights/tiny-latte) whose transformer weights, upcast "
                    "to fp32, start this job; its training-log.jsonl, if present, gives the steps and minutes trained")
+    p.add_argument("--config", type=_json_object, default=None, metavar="JSON",
+                   help="transformer config overrides of a new model, e.g. '{\"num_layers\": 12}' (a resumed or "
+                        "initialised job takes the architecture its checkpoint holds)")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=250)
@@ -67,7 +73,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.resume is not None and args.init_from is not None:
         p.error("give --resume (a training job's EMA checkpoint) or --init-from (a saved pipeline), not both")
+    if args.config is not None and (args.resume is not None or args.init_from is not None):
+        p.error("--config shapes a new model; --resume and --init-from continue the architecture their checkpoint holds")
+    if args.config is not None:
+        allowed = _config_parameters(args.model)
+        unknown = sorted(set(args.config) - allowed)
+        if unknown:
+            p.error(f"--config: {unknown} are not config parameters of the {args.model} transformer; "
+                    f"allowed: {sorted(allowed)}")
     return args
+
+
+def _config_parameters(kind: str) -> set[str]:
+    return set(inspect.signature(bundled.transformer_class(kind)).parameters)
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"num_layers\": 12}}', got {text!r}")
+    return value
 
 
 class Trainer:
@@ -79,8 +107,8 @@ class Trainer:
         self.size = 8 if args.tiny else bundled.SIZE
         torch.manual_seed(args.seed)
         random.seed(args.seed)
-        overrides = TINY_OVERRIDES[self.kind] if args.tiny else None
-        self.pipe = bundled.build_pipeline(self.kind, bundled.new_transformer(self.kind, overrides)).to(self.device)
+        self.overrides = self._architecture()
+        self.pipe = bundled.build_pipeline(self.kind, bundled.new_transformer(self.kind, self.overrides)).to(self.device)
         self.model = self.pipe.transformer.train()
         self.combos = shapes.all_attributes()
         prompts = [shapes.prompt_of(a) for a in self.combos]
@@ -113,12 +141,29 @@ class Trainer:
         self.log_file = (args.out / "log.jsonl").open("a")
 
     # -- checkpoints ----------------------------------------------------------------------------------------
+    def _architecture(self) -> dict:
+        """Config overrides of the transformer to train: the checkpoint's when continuing one, else the tiny CPU
+        model's or ``--config``'s."""
+        args = self.args
+        if args.resume is not None:
+            saved = _progress(args.resume).get("config")
+            if saved is not None:
+                return saved
+        if args.init_from is not None:
+            config = args.init_from / "transformer" / "config.json"
+            if not config.is_file():
+                raise FileNotFoundError(f"--init-from {args.init_from}: no transformer/config.json there (not a saved pipeline)")
+            saved = json.loads(config.read_text())
+            cls = bundled.transformer_class(self.kind)
+            if saved.get("_class_name") != cls.__name__:
+                raise ValueError(f"--init-from {args.init_from}: it holds a {saved.get('_class_name')}; --model "
+                                 f"{self.kind} needs a {cls.__name__}")
+            return {k: v for k, v in saved.items() if k in _config_parameters(self.kind)}
+        return {**(TINY_OVERRIDES[self.kind] if args.tiny else {}), **(args.config or {})}
+
     def _load(self, path: Path) -> None:
+        meta = _progress(path)
         shards = sorted(path.glob("ema-*.safetensors"))
-        if not shards:
-            raise FileNotFoundError(f"--resume {path}: no ema-NN.safetensors checkpoint shards there")
-        with safe_open(shards[0], "pt") as f:
-            meta = json.loads(f.metadata()["progress"])
         state = {}
         for shard in shards:
             state.update(load_file(shard))
@@ -128,16 +173,9 @@ class Trainer:
         print(f"resumed {self.kind} from {path} at step {self.step} ({self.progress_before:.1f} min trained)")
 
     def _init_from(self, directory: Path) -> None:
-        transformer = directory / "transformer"
-        if not (transformer / "config.json").is_file():
-            raise FileNotFoundError(f"--init-from {directory}: no transformer/config.json there (not a saved pipeline)")
-        saved_class = json.loads((transformer / "config.json").read_text()).get("_class_name")
-        if saved_class != type(self.model).__name__:
-            raise ValueError(f"--init-from {directory}: it holds a {saved_class}; --model {self.kind} needs a "
-                             f"{type(self.model).__name__}")
+        transformer = directory / "transformer"  # its class and config were checked by _architecture
         saved = type(self.model).from_pretrained(transformer)
-        # copied into this model's fp32 parameters (upcast from bf16); strict, so a pipeline of another size fails
-        # here naming the mismatching keys and shapes
+        # copied into this model's fp32 parameters (upcast from bf16), built from the same config
         self.model.load_state_dict(saved.state_dict())
         log = directory / "training-log.jsonl"
         if log.is_file():
@@ -150,7 +188,8 @@ class Trainer:
         out = self.args.out
         for old in out.glob("ema-*.safetensors"):
             old.unlink()
-        meta = {"progress": json.dumps({"step": self.step, "minutes": self.progress_before + minutes_now, "model": self.kind})}
+        meta = {"progress": json.dumps({"step": self.step, "minutes": self.progress_before + minutes_now,
+                                        "model": self.kind, "config": self.overrides})}
         shard, size, index = {}, 0, 0
         for key, value in self.ema.items():
             if shard and size + value.numel() * 4 > SHARD_BYTES:
@@ -164,7 +203,8 @@ class Trainer:
         """Save the EMA weights as a diffusers pipeline (transformer in bf16) ready for cachelab."""
         self.model.load_state_dict({k: v.to(self.model.dtype) for k, v in self.ema.items()})
         self.model.to(torch.bfloat16)
-        self.pipe.save_pretrained(directory, safe_serialization=True)
+        # shards under 16 MB: what one GPU job can return per file, and what git hosts take without LFS
+        self.pipe.save_pretrained(directory, safe_serialization=True, max_shard_size="15MB")
         self.model.float()
 
     # -- training ---------------------------------------------------------------------------------------------
@@ -292,6 +332,15 @@ class Trainer:
         self.save(minutes)
         self.export(args.out / "pipeline")
         self.log({"done": True, "step": self.step, "minutes": round(self.progress_before + minutes, 3), **self.probe()})
+
+
+def _progress(checkpoint: Path) -> dict:
+    """A training checkpoint's progress record (step, minutes, model kind, config overrides)."""
+    shards = sorted(checkpoint.glob("ema-*.safetensors"))
+    if not shards:
+        raise FileNotFoundError(f"--resume {checkpoint}: no ema-NN.safetensors checkpoint shards there")
+    with safe_open(shards[0], "pt") as f:
+        return json.loads(f.metadata()["progress"])
 
 
 def _block_lists(model):
