@@ -106,3 +106,52 @@ def test_stored_tensors_get_their_own_storage_while_cuda_graphs_run(policy, cfg,
     assert shared[True] == 0, f"{policy}: {shared[True]} stored tensors share storage with module outputs"
     if (policy, cfg) != ("cfg_cache", "batched"):  # there CFG-Cache keeps only a difference it computes itself
         assert shared[False] > 0, f"{policy}: the check cannot fail (nothing stored aliases an output)"
+
+
+@pytest.mark.parametrize("policy", ["pab", "fastercache"])  # the policies whose sites decide at the entry
+def test_compiled_sites_read_reused_values_at_fixed_addresses_while_cuda_graphs_run(policy, monkeypatch):
+    """Dynamo lifts a prepared reused value (a site hook's attribute) as a static input, and torch's CUDA-graph
+    trees record the graph again whenever a static input comes at a new address. Forced on: each site reads its
+    reused values at one address per shape, in every step and generation; outputs equal the eager cached model's;
+    no stored tensor shares a fixed buffer. Forced off, the addresses move, so the check can fail."""
+    import torch._dynamo as dynamo
+
+    spec = TINY_TRANSFORMERS["cogvideox"]
+    calls = []
+    for t in TIMESTEPS:
+        kw = spec.inputs(2, t)
+        kw["hidden_states"] = torch.cat([kw["hidden_states"][:1]] * 2)
+        calls.append(kw)
+    reference = spec.build()
+    with cachelab.apply(reference, policy, num_steps=STEPS, **POLICIES[policy]), torch.no_grad():
+        eager = [torch.stack([reference(**kw)[0] for kw in calls]) for _ in range(2)]
+    original = StorageOwner.at_fixed_address
+    for forced in (True, False):
+        addresses: dict[tuple, set[int]] = {}
+
+        def recording(self, key, tree):
+            out = original(self, key, tree)
+            for index, leaf in enumerate(tree_leaves(out)):
+                addresses.setdefault((key, index, tuple(leaf.shape)), set()).add(leaf.data_ptr())
+            return out
+
+        with monkeypatch.context() as m:
+            if forced:
+                force_cuda_graphs(m)
+            m.setattr(StorageOwner, "at_fixed_address", recording)
+            model = spec.build()
+            with cachelab.apply(model, policy, num_steps=STEPS, **POLICIES[policy]) as handle, torch.no_grad():
+                model.compile(backend="aot_eager")
+                dynamo.reset()
+                outs = [torch.stack([model(**kw)[0] for kw in calls]) for _ in range(3)]
+                owner = handle.runtime._storage_owner
+                assert not _storages(handle.runtime.stored_tensors()) & _storages(owner._fixed.values())
+            dynamo.reset()
+        assert addresses, f"{policy}: no compiled site reused a prepared value"
+        moved = {k: len(v) for k, v in addresses.items() if len(v) > 1}
+        if forced:
+            assert not moved, f"{policy}: reused values moved between calls: {moved}"
+            for out, expected in zip(outs, eager + eager[1:]):
+                assert torch.equal(out, expected)
+        else:
+            assert moved, f"{policy}: the addresses never move without the fix, so the check cannot fail"

@@ -844,9 +844,11 @@ class Runtime:
                 hook.prepared_mode = _STORE if call.should_store() else _RUN
             else:
                 hook.prepared_mode = _REUSE
-                hook.reused = slot.controller.reuse(slot.site, call, call.cached())
-                if hook.reused is None:
+                reused = slot.controller.reuse(slot.site, call, call.cached())
+                if reused is None:
                     raise PolicyError(f"{type(slot.controller).__name__}.reuse returned None for {slot.site.key}")
+                # the compiled site reads it as a static input: under CUDA graphs, always at the same address
+                hook.reused = self._storage_owner.at_fixed_address(slot.site.key, reused)
             hook.prepared = True
             hook.prepared_call = call
             self._prepared.append(hook)

@@ -7,6 +7,12 @@ overwritten by a subsequent run" when read. A cache keeps exactly such tensors f
 ones, so while CUDA graphs are in use on their device the runtime gives every newly stored tensor storage of its
 own at the end of the denoiser call (one copy per stored tensor, once; tensors it already owns are not copied
 again).
+
+The other way round, a value a compiled region *reads* must stay where it was: dynamo lifts tensors it reaches
+through a module's attributes (a site hook's prepared reused value) as static inputs, and torch's CUDA-graph trees
+record the graph again whenever a static input comes at a new address, which costs about as much as running the
+step eagerly. So while CUDA graphs are in use, a reused value handed to a compiled site is first copied into a
+buffer kept for that site (one per leaf and shape): the same address at every reuse, one device copy each.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import sys
 from typing import Any
 
 import torch
+from torch.utils._pytree import tree_flatten, tree_unflatten
 from torch.utils.weak import WeakIdKeyDictionary
 
 
@@ -40,6 +47,7 @@ class StorageOwner:
     def __init__(self):
         self._owned: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self._in_use: dict[torch.device, bool] = {}
+        self._fixed: dict[tuple, torch.Tensor] = {}  # see at_fixed_address
 
     def own(self, tree: Any) -> Any:
         """``tree`` with every tensor that may live in CUDA-graph memory replaced by an owned copy. Dicts and lists
@@ -63,6 +71,23 @@ class StorageOwner:
                 return tree
             return type(tree)(*items) if hasattr(tree, "_fields") else type(tree)(items)
         return tree
+
+    def at_fixed_address(self, key: Any, tree: Any) -> Any:
+        """``tree`` with each tensor copied into a buffer kept for (``key``, its position, shape, dtype, device),
+        where CUDA graphs run on its device; unchanged elsewhere. The buffers are overwritten by the next call with
+        the same key, so the result is for reading within one denoiser call (a store copies it: it is not owned)."""
+        leaves, spec = tree_flatten(tree)
+        out = []
+        for index, leaf in enumerate(leaves):
+            if isinstance(leaf, torch.Tensor) and self._graphs_on(leaf.device):
+                slot = (key, index, tuple(leaf.shape), leaf.dtype, leaf.device)
+                buffer = self._fixed.get(slot)
+                if buffer is None or buffer.stride() != leaf.stride():
+                    buffer = self._fixed[slot] = torch.empty_strided(leaf.shape, leaf.stride(), dtype=leaf.dtype,
+                                                                     device=leaf.device)
+                leaf = buffer.copy_(leaf)
+            out.append(leaf)
+        return tree_unflatten(out, spec)
 
     def owns(self, tensor: torch.Tensor) -> bool:
         """Whether ``tensor`` is a copy this owner made (a reused value returned from a site is one)."""
