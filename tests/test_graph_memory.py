@@ -62,6 +62,21 @@ def test_owner_copies_nothing_without_cuda_graphs():
     assert owner.own(tree)["x"] is x and tree["t"][0] is x
 
 
+def cfg_calls(spec, cfg: str) -> list[dict]:
+    """The denoiser calls of a generation with CFG: batched ``[uncond, cond]``, or diffusers' two-call style (the
+    unconditional call, then the conditional one)."""
+    calls = []
+    for t in TIMESTEPS:
+        kw = spec.inputs(2, t)
+        kw["hidden_states"] = torch.cat([kw["hidden_states"][:1]] * 2)
+        if cfg == "batched":
+            calls.append(kw)
+        else:
+            calls += [{k: (v[half] if isinstance(v, torch.Tensor) and v.shape[:1] == (2,) else v) for k, v in kw.items()}
+                      for half in (slice(0, 1), slice(1, 2))]
+    return calls
+
+
 def _storages(tensors) -> set[int]:
     return {t.untyped_storage().data_ptr() for t in tensors}
 
@@ -72,15 +87,7 @@ def test_stored_tensors_get_their_own_storage_while_cuda_graphs_run(policy, cfg,
     """Forced on, no stored tensor shares storage with what a module returned, and outputs are unchanged;
     forced off, some do (which is what CUDA graphs would overwrite), so the check can fail."""
     spec = TINY_TRANSFORMERS["cogvideox"]
-    calls = []
-    for t in TIMESTEPS:
-        kw = spec.inputs(2, t)
-        kw["hidden_states"] = torch.cat([kw["hidden_states"][:1]] * 2)
-        if cfg == "batched":
-            calls.append(kw)
-        else:  # diffusers' two-call CFG style: the unconditional call, then the conditional one
-            calls += [{k: (v[half] if isinstance(v, torch.Tensor) and v.shape[:1] == (2,) else v) for k, v in kw.items()}
-                      for half in (slice(0, 1), slice(1, 2))]
+    calls = cfg_calls(spec, cfg)
     results, shared = {}, {}
     for forced in (False, True):
         with monkeypatch.context() as m:
@@ -109,7 +116,8 @@ def test_stored_tensors_get_their_own_storage_while_cuda_graphs_run(policy, cfg,
 
 
 @pytest.mark.parametrize("policy", ["pab", "fastercache"])  # the policies whose sites decide at the entry
-def test_compiled_sites_read_reused_values_at_fixed_addresses_while_cuda_graphs_run(policy, monkeypatch):
+@pytest.mark.parametrize("cfg", ["batched", "two calls"])
+def test_compiled_sites_read_reused_values_at_fixed_addresses_while_cuda_graphs_run(policy, cfg, monkeypatch):
     """Dynamo lifts a prepared reused value (a site hook's attribute) as a static input, and torch's CUDA-graph
     trees record the graph again whenever a static input comes at a new address. Forced on: each site reads its
     reused values at one address per shape, in every step and generation; outputs equal the eager cached model's;
@@ -117,11 +125,7 @@ def test_compiled_sites_read_reused_values_at_fixed_addresses_while_cuda_graphs_
     import torch._dynamo as dynamo
 
     spec = TINY_TRANSFORMERS["cogvideox"]
-    calls = []
-    for t in TIMESTEPS:
-        kw = spec.inputs(2, t)
-        kw["hidden_states"] = torch.cat([kw["hidden_states"][:1]] * 2)
-        calls.append(kw)
+    calls = cfg_calls(spec, cfg)
     reference = spec.build()
     with cachelab.apply(reference, policy, num_steps=STEPS, **POLICIES[policy]), torch.no_grad():
         eager = [torch.stack([reference(**kw)[0] for kw in calls]) for _ in range(2)]

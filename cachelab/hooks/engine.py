@@ -848,7 +848,8 @@ class Runtime:
                 if reused is None:
                     raise PolicyError(f"{type(slot.controller).__name__}.reuse returned None for {slot.site.key}")
                 # the compiled site reads it as a static input: under CUDA graphs, always at the same address
-                hook.reused = self._storage_owner.at_fixed_address(slot.site.key, reused)
+                # (one per CFG branch set, so a two-call CFG step's second call leaves the first call's intact)
+                hook.reused = self._storage_owner.at_fixed_address((slot.site.key, ctx.branches), reused)
             hook.prepared = True
             hook.prepared_call = call
             self._prepared.append(hook)
