@@ -76,6 +76,8 @@ class StorageOwner:
         """``tree`` with each tensor copied into a buffer kept for (``key``, its position, shape, dtype, device),
         where CUDA graphs run on its device; unchanged elsewhere. The buffers are overwritten by the next call with
         the same key, so the result is for reading within one denoiser call (a store copies it: it is not owned)."""
+        if not self.graphs_loaded():
+            return tree
         leaves, spec = tree_flatten(tree)
         out = []
         for index, leaf in enumerate(leaves):
