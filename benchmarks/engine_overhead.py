@@ -9,7 +9,9 @@ Parts (one per run, so that each fits a short job):
 * ``compile``: ``--prompts`` prompts, compiled ``regional`` (each transformer block, as diffusers'
   ``compile_repeated_blocks`` does) and ``whole`` (``transformer.compile()``): uncached and cached, each compiled
   from scratch (``torch._dynamo.reset()``). The warm-up generation compiles; graphs compiled during the timed
-  generations are counted (0 means no recompilation).
+  generations are counted (0 means no recompilation), and so are the CUDA graphs recorded in the last timed
+  generation (``whole-cudagraphs``; 0 means every graph replayed: a graph recorded again in a steady generation,
+  e.g. for a static input at a new address, costs about an eager run).
 * ``profile``: kernel launches and host time of one generation per case (torch.profiler), for the eager part.
 * ``steps``: where a cached generation's time goes, per kind of step. Each scheduler step is marked on the
   device's timeline (a CUDA event after ``scheduler.step``, outside any compiled region); the steps of a cached
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import datetime
 import json
 import re
@@ -62,6 +65,7 @@ class Case:
         self.times: list[float] = []
         self.fraction: float | None = None
         self.graphs_after_warmup: int | None = None
+        self.cudagraphs_recorded_last: int | None = None  # CUDA graphs recorded in the last timed generation
         self.compile_seconds: float | None = None  # the first generation of a compiled case
         self.launches: int | None = None  # kernel launches of one generation (``--launches``)
         self.output_psnr: float | None = None  # compiled output against the eager output (``--check-outputs``)
@@ -187,9 +191,11 @@ def run_compile(model, args) -> list[Case]:
                 case.fraction = case.handle.stats().computed_fraction if case.handle else 1.0
                 counters.clear()
                 for _ in range(args.repeats):
-                    out, seconds = timed(generate, dev)
+                    with cuda_graph_recordings() as recorded:
+                        out, seconds = timed(generate, dev)
                     case.times.append(seconds)
                 case.graphs_after_warmup = int(counters["stats"].get("unique_graphs", 0))
+                case.cudagraphs_recorded_last = recorded[0] if mode == "whole-cudagraphs" else None
                 case.compile_seconds = compile_seconds
                 if eager is not None:
                     psnr = compare_videos(out, eager, with_lpips=False)
@@ -199,6 +205,25 @@ def run_compile(model, args) -> list[Case]:
             print(f"{case.name}: {statistics.median(case.times):.3f} s (first run {compile_seconds:.1f} s, "
                   f"graphs compiled later {case.graphs_after_warmup})", flush=True)
     return cases
+
+
+@contextlib.contextmanager
+def cuda_graph_recordings():
+    """A one-item list counting the CUDA graphs that torch's CUDA-graph trees record inside the block: each
+    recording is announced to dynamo's compile callbacks as ``CUDAGRAPH_RECORDING``."""
+    from torch._dynamo.callback import CallbackTrigger, callback_handler
+
+    count = [0]
+
+    def on_start(args) -> None:
+        if args.callback_trigger == CallbackTrigger.CUDAGRAPH_RECORDING:
+            count[0] += 1
+
+    callback_handler.register_start_callback(on_start)
+    try:
+        yield count
+    finally:
+        callback_handler.remove_start_callback(on_start)
 
 
 def _uncompile(transformer) -> None:
@@ -410,6 +435,7 @@ def run_steps(model, args) -> list[dict]:
     for mode in args.modes:
         per_case: dict[str, list[list[float]]] = {}
         device_time: dict[str, list[float]] = {}
+        recordings: dict[str, int] = {}  # CUDA graphs recorded in the last timed generation
         fractions: dict[str, dict[int, tuple[float, str]]] = {}
         for policy in [None, *([HALF_BATCH] if args.half_batch else []), *args.policies]:
             name = policy or "uncached"
@@ -423,9 +449,11 @@ def run_steps(model, args) -> list[dict]:
                     fractions[name] = step_fractions(case.handle.stats())
                 runs = []
                 for _ in range(args.repeats):
-                    with _StepClock(model.target.scheduler, dev) as clock:
+                    with _StepClock(model.target.scheduler, dev) as clock, cuda_graph_recordings() as recorded:
                         run()
                     runs.append(clock.seconds())
+                if mode == "whole-cudagraphs":
+                    recordings[name] = recorded[0]
                 per_case[name] = runs
                 if args.device_time:
                     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)  # "uncached, half the prompts" is no file name
@@ -444,6 +472,7 @@ def run_steps(model, args) -> list[dict]:
                 theirs, cached = sum(base[i] for i in steps), sum(mine[i] for i in steps)
                 ideal = len(steps) / sum(fractions[name][i][0] for i in steps)
                 out = {"mode": mode, "policy": name, "steps_reusing": label, "steps": len(steps),
+                       "cudagraphs_recorded_in_last_generation": recordings.get(name),
                        "uncached_seconds": theirs, "cached_seconds": cached, "speedup": theirs / cached,
                        "ideal_speedup": ideal, "of_ideal": theirs / cached / ideal}
                 if half_base is not None:
@@ -487,6 +516,11 @@ def steps_table(rows: list[dict]) -> str:
             line += (f" {r['uncached_kernel_seconds']:.4f} | {r['cached_kernel_seconds']:.4f} | "
                      f"{r['kernel_speedup']:.3f}x |")
         lines.append(line)
+    recorded = [f"{r['mode']} {r['policy']} {r['cudagraphs_recorded_in_last_generation']}" for r in rows
+                if r["steps_reusing"] == "all steps" and r.get("cudagraphs_recorded_in_last_generation") is not None]
+    if recorded:
+        lines.append("\nCUDA graphs recorded in the last timed generation (0: every graph replayed): "
+                     + ", ".join(recorded))
     return "\n".join(lines)
 
 
@@ -496,10 +530,13 @@ def table(cases: list[Case], baselines: dict[str, float]) -> str:
     launches = {c.name.split(":")[0] if ":" in c.name else "": c.launches for c in cases if c.uncached}
     with_launches = any(c.launches for c in cases)
     checked = any(c.output_psnr is not None for c in cases)
+    recorded = any(c.cudagraphs_recorded_last is not None for c in cases)
     lines = ["| case | ideal speedup | latency s (median) | speedup | of ideal |"
              + (" launches | launch ideal | of launch ideal |" if with_launches else "")
-             + (" PSNR vs eager dB |" if checked else "") + " graphs compiled after warm-up |",
-             "|---|---|---|---|---|" + ("---|---|---|" if with_launches else "") + ("---|" if checked else "") + "---|"]
+             + (" PSNR vs eager dB |" if checked else "") + " graphs compiled after warm-up |"
+             + (" CUDA graphs recorded in the last generation |" if recorded else ""),
+             "|---|---|---|---|---|" + ("---|---|---|" if with_launches else "") + ("---|" if checked else "") + "---|"
+             + ("---|" if recorded else "")]
     for case in cases:
         median = statistics.median(case.times)
         mode = case.name.split(":")[0] if ":" in case.name else ""
@@ -514,7 +551,10 @@ def table(cases: list[Case], baselines: dict[str, float]) -> str:
         if checked:
             line += f" {'-' if case.output_psnr is None else f'{case.output_psnr:.2f}'} |"
         graphs = "-" if case.graphs_after_warmup is None else str(case.graphs_after_warmup)
-        lines.append(line + f" {graphs} |")
+        line += f" {graphs} |"
+        if recorded:
+            line += f" {'-' if case.cudagraphs_recorded_last is None else case.cudagraphs_recorded_last} |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -605,6 +645,7 @@ def main(argv=None) -> None:
     md = table(cases, baselines)
     rows = [{"case": c.name, "policy": c.policy, "times": c.times, "computed_fraction": c.fraction,
              "graphs_compiled_after_warmup": c.graphs_after_warmup,
+             "cudagraphs_recorded_in_last_generation": c.cudagraphs_recorded_last,
              "first_generation_seconds": c.compile_seconds, "kernel_launches": c.launches,
              "output_psnr_vs_eager": c.output_psnr} for c in cases]
     stem.with_suffix(".json").write_text(json.dumps({**meta, "spread": spread, "rows": rows}, indent=2))

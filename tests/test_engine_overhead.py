@@ -189,3 +189,17 @@ def test_compile_part_checks_compiled_outputs_against_eager(tmp_path):
     assert all(r["output_psnr_vs_eager"] == float("inf") for r in rows.values())
     assert all(r["graphs_compiled_after_warmup"] == 0 for r in rows.values())
     assert "PSNR vs eager dB" in (tmp_path / "compile-tiny-random-cogvideox-whole.md").read_text()
+
+
+def test_cuda_graph_recordings_count_only_recordings(engine_overhead):
+    """The compile part's recording count listens to dynamo's compile callbacks: a CUDA-graph recording counts, a
+    dynamo compile does not, and nothing counts once the block is left."""
+    from torch._dynamo.callback import CallbackTrigger, callback_handler
+
+    with engine_overhead.cuda_graph_recordings() as recorded:
+        for trigger in (CallbackTrigger.CUDAGRAPH_RECORDING, CallbackTrigger.DYNAMO, CallbackTrigger.CUDAGRAPH_RECORDING):
+            with callback_handler.install_callbacks(trigger, "0/0"):
+                pass
+    with callback_handler.install_callbacks(CallbackTrigger.CUDAGRAPH_RECORDING, "0/0"):
+        pass
+    assert recorded == [2]
