@@ -150,6 +150,7 @@ def test_compiled_sites_read_reused_values_at_fixed_addresses_while_cuda_graphs_
                 outs = [torch.stack([model(**kw)[0] for kw in calls]) for _ in range(3)]
                 owner = handle.runtime._storage_owner
                 assert not _storages(handle.runtime.stored_tensors()) & _storages(owner._fixed.values())
+            assert not owner._fixed, "remove() keeps the fixed buffers alive"
             dynamo.reset()
         assert addresses, f"{policy}: no compiled site reused a prepared value"
         moved = {k: len(v) for k, v in addresses.items() if len(v) > 1}

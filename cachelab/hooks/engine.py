@@ -706,6 +706,7 @@ class Runtime:
             hook.remove()
         self._pre_hooks.clear()
         self.reset_state()
+        self._storage_owner.release()
         self.check_reuse()
 
     def check_reuse(self) -> None:

@@ -91,6 +91,10 @@ class StorageOwner:
             out.append(leaf)
         return tree_unflatten(out, spec)
 
+    def release(self) -> None:
+        """Free the fixed buffers (hooks removed: no compiled site reads them again)."""
+        self._fixed.clear()
+
     def owns(self, tensor: torch.Tensor) -> bool:
         """Whether ``tensor`` is a copy this owner made (a reused value returned from a site is one)."""
         return tensor in self._owned
