@@ -10,7 +10,7 @@ Parts (one per run, so that each fits a short job):
   ``compile_repeated_blocks`` does) and ``whole`` (``transformer.compile()``): uncached and cached, each compiled
   from scratch (``torch._dynamo.reset()``). The warm-up generation compiles; graphs compiled during the timed
   generations are counted (0 means no recompilation), and so are the CUDA graphs recorded in the last timed
-  generation (``whole-cudagraphs``; 0 means every graph replayed: a graph recorded again in a steady generation,
+  generation (the ``-cudagraphs`` modes; 0 means every graph replayed: a graph recorded again in a steady generation,
   e.g. for a static input at a new address, costs about an eager run).
 * ``profile``: kernel launches and host time of one generation per case (torch.profiler), for the eager part.
 * ``steps``: where a cached generation's time goes, per kind of step. Each scheduler step is marked on the
@@ -83,18 +83,20 @@ def workload(model, args):
 
 
 def compile_transformer(transformer, mode: str, backend: str = "inductor") -> None:
-    """``whole``: ``transformer.compile()``; ``whole-cudagraphs``: the same with CUDA graphs
-    (``mode="reduce-overhead"``, inductor only); ``regional``: each block of its block lists, as diffusers'
-    ``compile_repeated_blocks`` does; ``eager``: nothing."""
-    if mode == "whole":
-        transformer.compile(backend=backend)
-    elif mode == "whole-cudagraphs":
-        transformer.compile(mode="reduce-overhead")
-    elif mode == "regional":
+    """``whole``: ``transformer.compile()``; ``regional``: each block of its block lists, as diffusers'
+    ``compile_repeated_blocks`` does; ``whole-cudagraphs`` and ``regional-cudagraphs``: the same with CUDA graphs
+    (``mode="reduce-overhead"``, inductor only); ``eager``: nothing."""
+    options = {"mode": "reduce-overhead"} if mode in CUDAGRAPH_MODES else {"backend": backend}
+    if mode in ("whole", "whole-cudagraphs"):
+        transformer.compile(**options)
+    elif mode in ("regional", "regional-cudagraphs"):
         for blocks in transformer.children():
             if isinstance(blocks, torch.nn.ModuleList):
                 for block in blocks:
-                    block.compile(backend=backend)
+                    block.compile(**options)
+
+
+CUDAGRAPH_MODES = ("whole-cudagraphs", "regional-cudagraphs")
 
 
 def eager_cases() -> list[Case]:
@@ -195,7 +197,7 @@ def run_compile(model, args) -> list[Case]:
                         out, seconds = timed(generate, dev)
                     case.times.append(seconds)
                 case.graphs_after_warmup = int(counters["stats"].get("unique_graphs", 0))
-                case.cudagraphs_recorded_last = recorded[0] if mode == "whole-cudagraphs" else None
+                case.cudagraphs_recorded_last = recorded[0] if mode in CUDAGRAPH_MODES else None
                 case.compile_seconds = compile_seconds
                 if eager is not None:
                     psnr = compare_videos(out, eager, with_lpips=False)
@@ -452,7 +454,7 @@ def run_steps(model, args) -> list[dict]:
                     with _StepClock(model.target.scheduler, dev) as clock, cuda_graph_recordings() as recorded:
                         run()
                     runs.append(clock.seconds())
-                if mode == "whole-cudagraphs":
+                if mode in CUDAGRAPH_MODES:
                     recordings[name] = recorded[0]
                 per_case[name] = runs
                 if args.device_time:
@@ -566,8 +568,8 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--modes", default="regional,whole", help="compile and steps parts: regional, whole, "
-                   "whole-cudagraphs (the whole transformer compiled with mode='reduce-overhead') and, for steps, "
-                   "eager; comma-separated")
+                   "whole-cudagraphs and regional-cudagraphs (compiled with mode='reduce-overhead') and, for "
+                   "steps, eager; comma-separated")
     p.add_argument("--policies", default="fastercache,pab", help="compile part: cached cases")
     p.add_argument("--cases", default="", help="eager part: only these cases (comma-separated names), e.g. "
                    "'uncached,hooks, never reuse' is written uncached,never")
@@ -599,8 +601,12 @@ def main(argv=None) -> None:
         p.error("--device-time needs a CUDA device (it times the kernels each step launched)")
     if args.half_batch and (args.prompts < 2 or args.prompts % 2):
         p.error(f"--half-batch halves the prompts: --prompts must be even and at least 2, not {args.prompts}")
-    if args.backend != "inductor" and "whole-cudagraphs" in args.modes:
-        p.error("--modes whole-cudagraphs compiles with inductor's CUDA graphs: leave --backend at inductor")
+    unknown = [m for m in args.modes if m not in ("eager", "whole", "regional", *CUDAGRAPH_MODES)]
+    if unknown:
+        p.error(f"--modes: unknown {unknown}; allowed: eager, whole, regional, {', '.join(CUDAGRAPH_MODES)}")
+    graphs = [m for m in args.modes if m in CUDAGRAPH_MODES]
+    if args.backend != "inductor" and graphs:
+        p.error(f"--modes {','.join(graphs)} compiles with inductor's CUDA graphs: leave --backend at inductor")
     if args.trace_dir is not None:
         args.trace_dir.mkdir(parents=True, exist_ok=True)
     warnings.simplefilter("ignore", cachelab.NothingReusedWarning)  # the never-reusing row does so on purpose

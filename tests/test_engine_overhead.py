@@ -203,3 +203,29 @@ def test_cuda_graph_recordings_count_only_recordings(engine_overhead):
     with callback_handler.install_callbacks(CallbackTrigger.CUDAGRAPH_RECORDING, "0/0"):
         pass
     assert recorded == [2]
+
+
+@pytest.mark.parametrize("modes,backend,message", [
+    ("regional,wholecudagraphs", "inductor", "--modes: unknown ['wholecudagraphs']"),
+    ("regional-cudagraphs", "aot_eager", "--modes regional-cudagraphs compiles with inductor's CUDA graphs"),
+])
+def test_modes_are_checked_before_anything_runs(engine_overhead, tmp_path, capsys, modes, backend, message):
+    with pytest.raises(SystemExit):
+        engine_overhead.main(["--part", "compile", "--modes", modes, "--backend", backend, "--out", str(tmp_path)])
+    assert message in capsys.readouterr().err
+
+
+def test_cudagraph_modes_compile_with_reduce_overhead(engine_overhead, monkeypatch):
+    """Both CUDA-graph modes compile with mode="reduce-overhead", regional ones each block of the block lists."""
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compiled.append((type(self).__name__, kw)))
+    transformer = create_model("tiny-random-cogvideox", device="cpu").transformer
+    engine_overhead.compile_transformer(transformer, "regional-cudagraphs")
+    blocks = len(transformer.transformer_blocks)
+    assert compiled == [(type(transformer.transformer_blocks[0]).__name__, {"mode": "reduce-overhead"})] * blocks
+    compiled.clear()
+    engine_overhead.compile_transformer(transformer, "whole-cudagraphs")
+    assert compiled == [(type(transformer).__name__, {"mode": "reduce-overhead"})]
+    compiled.clear()
+    engine_overhead.compile_transformer(transformer, "regional", "aot_eager")
+    assert compiled == [(type(transformer.transformer_blocks[0]).__name__, {"backend": "aot_eager"})] * blocks
