@@ -107,6 +107,8 @@ class Trainer:
         self.size = 8 if args.tiny else bundled.SIZE
         torch.manual_seed(args.seed)
         random.seed(args.seed)
+        # the progress record of a checkpoint to resume: its architecture now, its step and minutes in _load
+        self.resumed = _progress(args.resume) if args.resume is not None else None
         self.overrides = self._architecture()
         self.pipe = bundled.build_pipeline(self.kind, bundled.new_transformer(self.kind, self.overrides)).to(self.device)
         self.model = self.pipe.transformer.train()
@@ -145,10 +147,8 @@ class Trainer:
         """Config overrides of the transformer to train: the checkpoint's when continuing one, else the tiny CPU
         model's or ``--config``'s."""
         args = self.args
-        if args.resume is not None:
-            saved = _progress(args.resume).get("config")
-            if saved is not None:
-                return saved
+        if self.resumed is not None and self.resumed.get("config") is not None:
+            return self.resumed["config"]
         if args.init_from is not None:
             config = args.init_from / "transformer" / "config.json"
             if not config.is_file():
@@ -162,7 +162,7 @@ class Trainer:
         return {**(TINY_OVERRIDES[self.kind] if args.tiny else {}), **(args.config or {})}
 
     def _load(self, path: Path) -> None:
-        meta = _progress(path)
+        meta = self.resumed
         shards = sorted(path.glob("ema-*.safetensors"))
         state = {}
         for shard in shards:
