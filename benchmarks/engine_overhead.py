@@ -97,6 +97,7 @@ def compile_transformer(transformer, mode: str, backend: str = "inductor") -> No
 
 
 CUDAGRAPH_MODES = ("whole-cudagraphs",)
+MODES = ("eager", "whole", "regional", *CUDAGRAPH_MODES)
 # Modes that cannot measure anything, and why. Each call of a compiled frame may start a new generation of torch's
 # CUDA-graph trees, which in inference frees the previous graph's outputs: with each block compiled with CUDA
 # graphs, the next block's input is gone, and the uncached model fails before any cache is applied.
@@ -612,9 +613,9 @@ def main(argv=None) -> None:
     refused = [m for m in args.modes if m in REFUSED_MODES]
     if refused:
         p.error(f"--modes {refused[0]}: {REFUSED_MODES[refused[0]]}")
-    unknown = [m for m in args.modes if m not in ("eager", "whole", "regional", *CUDAGRAPH_MODES)]
+    unknown = [m for m in args.modes if m not in MODES]
     if unknown:
-        p.error(f"--modes: unknown {unknown}; allowed: eager, whole, regional, {', '.join(CUDAGRAPH_MODES)}")
+        p.error(f"--modes: unknown {unknown}; allowed: {', '.join(MODES)}")
     graphs = [m for m in args.modes if m in CUDAGRAPH_MODES]
     if args.backend != "inductor" and graphs:
         p.error(f"--modes {','.join(graphs)} compiles with inductor's CUDA graphs: leave --backend at inductor")
